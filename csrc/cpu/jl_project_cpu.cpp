@@ -1,0 +1,5 @@
+// PLACEHOLDER: replaced by the op's CPU kernel.
+#include <pybind11/pybind11.h>
+namespace dtda::cpu {
+void bind_jl_project(pybind11::module_& m) {}
+}  // namespace dtda::cpu
