@@ -7,6 +7,7 @@ interpreter is for tests, never for automatic selection.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 
@@ -30,3 +31,59 @@ BACKEND = add_backend(Backend(
     devices=frozenset({"cuda", "cpu"} if INTERPRET else {"cuda"}),
     dtypes=frozenset({torch.float32, torch.float16, torch.bfloat16}),
     unavailable=_unavailable, auto=not INTERPRET))
+
+
+# ---- launchers: signatures as in dtda/ops/reference.py; kernel modules import on first use --------
+
+def _on(device: torch.device) -> contextlib.AbstractContextManager:
+    """Launch on ``device`` (Triton launches on the current CUDA device)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+@register("kron_covariance", "triton")
+def kron_covariance(x, mask):
+    from dtda.kernels import kron
+    with _on(x.device):
+        return kron.kron_covariance(x, mask)
+
+
+@register("ghost_dot", "triton")
+def ghost_dot(a, g, M):
+    from dtda.kernels import ghost
+    with _on(a.device):
+        return ghost.ghost_dot(a, g, M)
+
+
+@register("ghost_pairwise", "triton")
+def ghost_pairwise(a_q, g_q, a, g):
+    from dtda.kernels import ghost
+    with _on(a.device):
+        return ghost.ghost_pairwise(a_q, g_q, a, g)
+
+
+@register("ekfac_eigvals", "triton")
+def ekfac_eigvals(a, g, QA, QS):
+    from dtda.kernels import ekfac
+    with _on(a.device):
+        return ekfac.ekfac_eigvals(a, g, QA, QS)
+
+
+@register("kron_apply", "triton")
+def kron_apply(V, QA, QS, scale):
+    from dtda.kernels import kron
+    with _on(V.device):
+        return kron.kron_apply(V, QA, QS, scale)
+
+
+@register("jl_project", "triton")
+def jl_project(x, k, seed, kind):
+    from dtda.kernels import jl
+    with _on(x.device):
+        return jl.jl_project(x, k, seed, kind)
+
+
+@register("seed_moments", "triton")
+def seed_moments(m, delta):
+    from dtda.kernels import moments
+    with _on(delta.device):
+        return moments.seed_moments(m, delta)
