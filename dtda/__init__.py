@@ -15,5 +15,11 @@ except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0+unknown"
 
 from dtda import ops  # noqa: E402
+from dtda.samples import SeedSamples  # noqa: E402
+from dtda.dist import Distributional, distributional  # noqa: E402
+from dtda import measure  # noqa: E402
+from dtda.train import SGD, AdamW, Ensemble, Recipe, retrain, train_ensemble  # noqa: E402
+from dtda.attribute import unroll  # noqa: E402
 
-__all__ = ["ops", "__version__"]
+__all__ = ["ops", "__version__", "SeedSamples", "Distributional", "distributional", "measure", "Recipe", "SGD", "AdamW", "Ensemble", "train_ensemble",
+           "retrain", "unroll"]

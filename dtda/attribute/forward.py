@@ -1,0 +1,71 @@
+"""Forward-mode unrolled differentiation (PAPER §3.1–3.3): tangents for removal groups.
+
+For group G the weights move along u = −𝟙_G (with multiplicity). The tangent of the state,
+(ρ_t, state tangents) with ρ_0 = 0, follows one ``torch.func.jvp`` of the step Φ_t per step with
+tangent (ρ_t, state tangents, u_{B_t}); G groups are vmapped. Memory is constant in T. Outputs:
+the parameter shift Δθ(G) = ρ_T and δ(G) = ∇m(θ_T)ᵀρ_T.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.func import jvp, vmap
+
+from dtda.attribute.reverse import measurement_gradient
+from dtda.train.data import Data
+from dtda.train.member import Member
+from dtda.train.optim import Params
+from dtda.train.step import Step
+
+
+@dataclass
+class ForwardResult:
+    """m [Q]; delta [G, Q]; dtheta: name -> [G, *shape] (Δθ(G), for the non-linear variant)."""
+
+    m: Tensor
+    delta: Tensor
+    dtheta: Params
+
+
+def group_directions(groups, n: int, dtype: torch.dtype) -> Tensor:
+    """u [G, N] with u_g = −Σ_{k∈G_g} e_k."""
+    if not groups:
+        raise ValueError("groups must be a non-empty list of lists of example indices")
+    u = torch.zeros(len(groups), n, dtype=dtype)
+    for g, members in enumerate(groups):
+        idx = torch.as_tensor(list(members), dtype=torch.long)
+        if idx.numel() and (idx.min() < 0 or idx.max() >= n):
+            raise ValueError(f"groups[{g}]: indices must be in [0, {n}), got {idx.tolist()}")
+        u[g].index_add_(0, idx, torch.full((idx.numel(),), -1.0, dtype=dtype))
+    return u
+
+
+def forward(step: Step, data: Data, member: Member, measure, groups,
+            chunk_size: int | None = None) -> ForwardResult:
+    """Forward-mode UD of one member for ``groups`` (lists of example indices)."""
+    rec = member.record
+    n, dtype = len(data), step.recipe.dtype
+    weights = member.weights(n, dtype)
+    u = group_directions(groups, n, dtype)
+    G = u.shape[0]
+    params, state = rec.checkpoints[0]
+    rho = {k: p.new_zeros((G,) + p.shape) for k, p in params.items()}
+    rho_state = {slot: {k: v.new_zeros((G,) + v.shape) for k, v in vals.items()}
+                 for slot, vals in state.items()}
+    for t, idx in enumerate(rec.batches):
+        x, y, w = data.X[idx], data.y[idx], weights[idx]
+
+        def tangent(tp, ts, tw, params=params, state=state, x=x, y=y, w=w, t=t):
+            def phi(p, s, wb):
+                p2, s2, _ = step.phi(p, s, x, y, wb, t)
+                return p2, s2
+            return jvp(phi, (params, state, w), (tp, ts, tw))[1]
+
+        rho, rho_state = vmap(tangent, randomness="same", chunk_size=chunk_size)(rho, rho_state, u[:, idx])
+        params, state, _ = step(params, state, x, y, w, t)
+    m, grad_m = measurement_gradient(step, measure, params)
+    delta = sum(grad_m[k].reshape(m.shape[0], -1) @ rho[k].reshape(G, -1).T for k in rho).T
+    return ForwardResult(m, delta.contiguous(), rho)

@@ -1,0 +1,182 @@
+"""Optimisers as pure functions of (parameters, state, gradient), with PyTorch's update rules.
+
+Parameters, gradients and state slots are dicts ``name -> Tensor``; a state is a dict
+``slot -> {name: Tensor}``. ``update`` never writes in place, so a training step can be replayed,
+checkpointed by reference and differentiated with ``torch.func`` (jvp and vjp).
+
+- :class:`SGD` = ``torch.optim.SGD`` with dampening 0: the weight decay λ is the regulariser
+  R(θ) = ½λ‖θ‖² in the loss (PyTorch adds λθ to the gradient), so the gradient d passed to
+  ``update`` already contains it. Heavy ball: v ← μv + d (v₀ = 0, which equals PyTorch's first
+  buffer d₀); θ ← θ − η v, or θ ← θ − η (d + μv) with Nesterov.
+- :class:`AdamW` = ``torch.optim.AdamW`` (amsgrad is refused: max is not differentiable):
+  θ ← (1 − ηλ)θ; m ← β₁m + (1−β₁)d; v ← β₂v + (1−β₂)d²;
+  θ ← θ − (η / (1−β₁ᵗ)) m / (√v / √(1−β₂ᵗ) + ε), with t the 1-based step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+
+Params = dict[str, Tensor]
+State = dict[str, dict[str, Tensor]]
+
+
+def _check_float(cls: str, name: str, value, low: float, high: float = math.inf,
+                 open_low: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{cls}: {name} must be a number, got {value!r}")
+    ok = (value > low if open_low else value >= low) and value < high
+    if not ok or not math.isfinite(value):
+        side = "(" if open_low else "["
+        raise ValueError(f"{cls}: {name} must be in {side}{low}, {high}), got {value!r}")
+    return float(value)
+
+
+def _safe_sqrt(v: Tensor) -> Tensor:
+    """√v whose derivative is 0 (not inf·0 = NaN) where v = 0; there v's tangent is 0 too."""
+    positive = v > 0
+    return torch.where(positive, v, torch.ones_like(v)).sqrt() * positive
+
+
+@dataclass(frozen=True)
+class SGD:
+    """``torch.optim.SGD(lr, momentum, nesterov=..., weight_decay=...)`` with dampening 0."""
+
+    lr: float
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+
+    def __post_init__(self):
+        _check_float("SGD", "lr", self.lr, 0.0, open_low=True)
+        _check_float("SGD", "momentum", self.momentum, 0.0, 1.0)
+        _check_float("SGD", "weight_decay", self.weight_decay, 0.0)
+        if not isinstance(self.nesterov, bool):
+            raise TypeError(f"SGD: nesterov must be a bool, got {self.nesterov!r}")
+        if self.nesterov and self.momentum == 0.0:
+            raise ValueError("SGD: nesterov=True needs momentum > 0, got momentum=0.0")
+
+    def describe(self) -> dict:
+        return {"name": "SGD", **asdict(self)}
+
+    def init(self, params: Params) -> State:
+        if self.momentum == 0.0:
+            return {}
+        return {"v": {k: torch.zeros_like(p) for k, p in params.items()}}
+
+    def regulariser(self, params: Params) -> Tensor | float:
+        """R(θ) = ½λ‖θ‖², part of every step's loss."""
+        if self.weight_decay == 0.0:
+            return 0.0
+        return 0.5 * self.weight_decay * sum(p.square().sum() for p in params.values())
+
+    def update(self, params: Params, state: State, grads: Params, lr: float, t: int):
+        """One step at 0-based step ``t`` with learning rate ``lr``; ``grads`` include ∇R."""
+        if self.momentum == 0.0:
+            return {k: p - lr * grads[k] for k, p in params.items()}, {}
+        mu = self.momentum
+        v = {k: mu * state["v"][k] + grads[k] for k in params}
+        if self.nesterov:
+            direction = {k: grads[k] + mu * v[k] for k in params}
+        else:
+            direction = v
+        return {k: p - lr * direction[k] for k, p in params.items()}, {"v": v}
+
+    def adjoint(self, params: Params, state: State, grads: Params, lr: float, t: int,
+                cot_params: Params, cot_state: State):
+        """The vjp of :meth:`update` in closed form, for cotangents with a leading batch dim [Q]:
+        returns the cotangents of (params, state, grads)."""
+        if self.momentum == 0.0:
+            return dict(cot_params), {}, {k: -lr * c for k, c in cot_params.items()}
+        mu = self.momentum
+        total_v, cot_grads = {}, {}
+        for k, c in cot_params.items():
+            # v' feeds θ' (through −ηv', or −ημv' with Nesterov) and the next step's state
+            cv = cot_state["v"][k] - (lr * mu if self.nesterov else lr) * c
+            total_v[k] = cv
+            cot_grads[k] = cv - lr * c if self.nesterov else cv
+        return dict(cot_params), {"v": {k: mu * cv for k, cv in total_v.items()}}, cot_grads
+
+
+@dataclass(frozen=True)
+class AdamW:
+    """``torch.optim.AdamW(lr, betas, eps, weight_decay)`` (decoupled decay, no AMSGrad)."""
+
+    lr: float
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.01
+    amsgrad: bool = False
+
+    def __post_init__(self):
+        _check_float("AdamW", "lr", self.lr, 0.0, open_low=True)
+        if not (isinstance(self.betas, (tuple, list)) and len(self.betas) == 2):
+            raise TypeError(f"AdamW: betas must be a pair (beta1, beta2), got {self.betas!r}")
+        object.__setattr__(self, "betas", (_check_float("AdamW", "betas[0]", self.betas[0], 0.0, 1.0),
+                                           _check_float("AdamW", "betas[1]", self.betas[1], 0.0, 1.0)))
+        _check_float("AdamW", "eps", self.eps, 0.0, open_low=True)
+        _check_float("AdamW", "weight_decay", self.weight_decay, 0.0)
+        if self.amsgrad:
+            raise ValueError("AdamW: amsgrad=True is not supported: its running max is not "
+                             "differentiable, so unrolled differentiation is undefined")
+
+    def describe(self) -> dict:
+        d = asdict(self)
+        d.pop("amsgrad")
+        return {"name": "AdamW", **d, "betas": list(self.betas)}
+
+    def init(self, params: Params) -> State:
+        return {"m": {k: torch.zeros_like(p) for k, p in params.items()},
+                "v": {k: torch.zeros_like(p) for k, p in params.items()}}
+
+    def regulariser(self, params: Params) -> float:
+        return 0.0  # the decay sits in the update
+
+    def update(self, params: Params, state: State, grads: Params, lr: float, t: int):
+        b1, b2 = self.betas
+        step = t + 1
+        bias1 = 1.0 - b1**step
+        root_bias2 = math.sqrt(1.0 - b2**step)
+        m = {k: b1 * state["m"][k] + (1.0 - b1) * grads[k] for k in params}
+        v = {k: b2 * state["v"][k] + (1.0 - b2) * grads[k].square() for k in params}
+        new = {}
+        for k, p in params.items():
+            decayed = p * (1.0 - lr * self.weight_decay)
+            denom = _safe_sqrt(v[k]) / root_bias2 + self.eps
+            new[k] = decayed - (lr / bias1) * (m[k] / denom)
+        return new, {"m": m, "v": v}
+
+    def adjoint(self, params: Params, state: State, grads: Params, lr: float, t: int,
+                cot_params: Params, cot_state: State):
+        """The vjp of :meth:`update` in closed form, for cotangents with a leading batch dim [Q]:
+        returns the cotangents of (params, state, grads). Where v' = 0 the √v' term is masked."""
+        b1, b2 = self.betas
+        step = t + 1
+        scale = lr / (1.0 - b1**step)
+        root_bias2 = math.sqrt(1.0 - b2**step)
+        cot_p, cot_m, cot_v, cot_d = {}, {}, {}, {}
+        for k, c in cot_params.items():
+            d = grads[k]
+            m = b1 * state["m"][k] + (1.0 - b1) * d
+            v = b2 * state["v"][k] + (1.0 - b2) * d.square()
+            positive = v > 0
+            root = _safe_sqrt(v)
+            denom = root / root_bias2 + self.eps
+            cm = cot_state["m"][k] - c * (scale / denom)
+            # ∂θ'/∂v' = scale · m' / denom² · 1/(2 √v' √(1−β₂ᵗ)), 0 where v' = 0
+            dv = torch.where(positive, scale * m / (denom.square() * 2.0 * root_bias2 *
+                                                     torch.where(positive, root, torch.ones_like(root))),
+                             torch.zeros_like(v))
+            cv = cot_state["v"][k] + c * dv
+            cot_p[k] = c * (1.0 - lr * self.weight_decay)
+            cot_m[k] = b1 * cm
+            cot_v[k] = b2 * cv
+            cot_d[k] = (1.0 - b1) * cm + 2.0 * (1.0 - b2) * d * cv
+        return cot_p, {"m": cot_m, "v": cot_v}, cot_d
+
+
+Optimizer = SGD | AdamW

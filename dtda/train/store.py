@@ -1,0 +1,81 @@
+"""Members on disk: one safetensors file per member, written atomically, loaded without pickle.
+
+Layout: ``<store>/members/<seed>/member.safetensors`` holding the batch indices (flat, with
+sizes), the training weights (if any) and the checkpoints ``ckpt.<t>.params.<name>`` and
+``ckpt.<t>.<slot>.<name>``; the metadata holds the seed, T, C and the fingerprint.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from dtda.train.member import Member, Record
+
+FORMAT = "dtda-member-1"
+
+
+def member_path(store: str | Path, seed: int) -> Path:
+    return Path(store) / "members" / str(seed) / "member.safetensors"
+
+
+def save_member(store: str | Path, member: Member, fingerprint: str) -> Path:
+    """Write ``member`` under ``store`` (temp file + ``os.replace``)."""
+    path = member_path(store, member.seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rec = member.record
+    tensors = {"batches.index": torch.cat(rec.batches),
+               "batches.size": torch.tensor([len(b) for b in rec.batches], dtype=torch.int64)}
+    if rec.weights is not None:
+        tensors["weights"] = rec.weights
+    for t, (params, state) in rec.checkpoints.items():
+        for k, p in params.items():
+            tensors[f"ckpt.{t}.params.{k}"] = p
+        for slot, values in state.items():
+            for k, v in values.items():
+                tensors[f"ckpt.{t}.{slot}.{k}"] = v
+    tensors = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
+    meta = {"format": FORMAT, "seed": str(member.seed), "steps": str(rec.steps),
+            "every": str(rec.every), "fingerprint": fingerprint}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".member.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_member(store: str | Path, seed: int, fingerprint: str) -> Member | None:
+    """The stored member ``seed``, or None if absent. Refuses one stored for another fingerprint."""
+    from safetensors import safe_open
+
+    path = member_path(store, seed)
+    if not path.exists():
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a dtda member file (format {meta.get('format')!r}, expected {FORMAT!r})")
+    if meta.get("fingerprint") != fingerprint:
+        raise ValueError(f"{path}: stored for another recipe, data or weights (fingerprint "
+                         f"{meta.get('fingerprint', '?')[:12]}…, expected {fingerprint[:12]}…); "
+                         "use another store directory")
+    tensors = load_file(str(path))
+    batches = list(tensors.pop("batches.index").split(tensors.pop("batches.size").tolist()))
+    weights = tensors.pop("weights", None)
+    checkpoints: dict[int, tuple[dict, dict]] = {}
+    for key, value in tensors.items():
+        _, t, slot, name = key.split(".", 3)
+        params, state = checkpoints.setdefault(int(t), ({}, {}))
+        if slot == "params":
+            params[name] = value
+        else:
+            state.setdefault(slot, {})[name] = value
+    return Member(seed, Record(batches, checkpoints, weights, int(meta["every"])))
