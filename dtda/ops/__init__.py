@@ -62,7 +62,7 @@ def kron_covariance(x: Tensor, mask: Tensor | None = None, out: Tensor | None = 
         if not (mask.dtype == x.dtype or mask.dtype == torch.bool):
             raise ValueError(f"{op}: mask must be bool or {x.dtype} like x, got {mask.dtype}")
     check.out(op, out, (D, D), x, result_dtype(x.dtype))
-    return _accumulate(out, _library.kron_covariance(x, mask))
+    return _accumulate(out, _library.call("kron_covariance", x, mask))
 
 
 def ghost_dot(a: Tensor, g: Tensor, M: Tensor) -> Tensor:
@@ -78,7 +78,7 @@ def ghost_dot(a: Tensor, g: Tensor, M: Tensor) -> Tensor:
     check.shape(op, "g", g, (N, T, None), "N, T, O with N, T from a")
     check.shape(op, "M", M, (None, g.shape[2], I), "Q, O, I with O from g, I from a")
     check.same(op, {"a": a, "g": g, "M": M})
-    return _library.ghost_dot(a, g, M)
+    return _library.call("ghost_dot", a, g, M)
 
 
 def ghost_pairwise(a_q: Tensor, g_q: Tensor, a: Tensor, g: Tensor) -> Tensor:
@@ -94,7 +94,7 @@ def ghost_pairwise(a_q: Tensor, g_q: Tensor, a: Tensor, g: Tensor) -> Tensor:
     check.shape(op, "a_q", a_q, (None, None, I), "Q, S, I with I from a")
     check.shape(op, "g_q", g_q, (a_q.shape[0], a_q.shape[1], g.shape[2]), "Q, S from a_q, O from g")
     check.same(op, {"a_q": a_q, "g_q": g_q, "a": a, "g": g})
-    return _library.ghost_pairwise(a_q, g_q, a, g)
+    return _library.call("ghost_pairwise", a_q, g_q, a, g)
 
 
 def ekfac_eigvals(a: Tensor, g: Tensor, QA: Tensor, QS: Tensor, out: Tensor | None = None) -> Tensor:
@@ -113,7 +113,7 @@ def ekfac_eigvals(a: Tensor, g: Tensor, QA: Tensor, QS: Tensor, out: Tensor | No
     check.shape(op, "QS", QS, (O, O), "O, O with O from g")
     check.same(op, {"a": a, "g": g, "QA": QA, "QS": QS})
     check.out(op, out, (O, I), a, result_dtype(a.dtype))
-    return _accumulate(out, _library.ekfac_eigvals(a, g, QA, QS))
+    return _accumulate(out, _library.call("ekfac_eigvals", a, g, QA, QS))
 
 
 def kron_apply(V: Tensor, QA: Tensor, QS: Tensor, scale: Tensor) -> Tensor:
@@ -133,7 +133,7 @@ def kron_apply(V: Tensor, QA: Tensor, QS: Tensor, scale: Tensor) -> Tensor:
     check.shape(op, "QS", QS, (O, O), "O, O with O from V")
     check.shape(op, "scale", scale, (O, I), "O, I from V")
     check.same(op, {"V": V3, "QA": QA, "QS": QS, "scale": scale})
-    result = _library.kron_apply(V3, QA, QS, scale)
+    result = _library.call("kron_apply", V3, QA, QS, scale)
     return result.squeeze(0) if squeeze else result
 
 
@@ -152,7 +152,7 @@ def jl_project(x: Tensor, k: int, seed: int, kind: str = "rademacher") -> Tensor
         raise ValueError(f"{op}: seed must be an int in [0, 2**63), got {seed!r}")
     if kind not in ("rademacher", "gaussian"):
         raise ValueError(f"{op}: kind must be 'rademacher' or 'gaussian', got {kind!r}")
-    return _library.jl_project(x, k, seed, kind)
+    return _library.call("jl_project", x, k, seed, kind)
 
 
 def seed_moments(m: Tensor, delta: Tensor) -> SeedMoments:
@@ -169,5 +169,5 @@ def seed_moments(m: Tensor, delta: Tensor) -> SeedMoments:
         raise ValueError(f"{op}: m must hold at least 2 seeds along dim 0, got shape [{K}, {Q}]")
     check.shape(op, "delta", delta, (K, None, Q), "K, N, Q with K, Q from m")
     check.same(op, {"m": m, "delta": delta})
-    return SeedMoments(*_library.seed_moments(m, delta))
+    return SeedMoments(*_library.call("seed_moments", m, delta))
 

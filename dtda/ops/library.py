@@ -197,3 +197,15 @@ def _setup_context(ctx, inputs, output):
 
 for _op, _bw in _BACKWARDS.items():
     _op.register_autograd(_bw, setup_context=_setup_context)
+
+_CUSTOM_OPS = {op._name: op for op in _BACKWARDS}
+
+
+def call(op: str, *args):
+    """Run ``op`` through its custom op when autograd or torch.compile needs the schema, else
+    dispatch directly: torch wraps custom-op kernels in a dynamo guard whose first use imports
+    torch._dynamo (seconds) and every call pays the dispatcher, which hot loops should not."""
+    if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(
+            isinstance(a, Tensor) and a.requires_grad for a in args)):
+        return _CUSTOM_OPS[op](*args)
+    return dispatch(op, *args)
