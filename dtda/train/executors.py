@@ -43,7 +43,7 @@ class LocalExecutor:
     def run(self, job: Callable[[int], Any], seeds: Sequence[int], on_result: OnResult) -> None:
         errors: dict[int, str] = {}
         for seed in seeds:
-            for attempt in range(self.retries + 1):
+            for _attempt in range(self.retries + 1):
                 try:
                     result = job(seed)
                 except Exception:
@@ -89,23 +89,30 @@ class ProcessExecutor:
                                         initargs=(job, self.threads)) as pool:
                 futures = {pool.submit(_call_worker, s): s for s in todo}
                 todo = []
-                for fut in cf.as_completed(futures):
-                    seed = futures[fut]
-                    try:
-                        result = fut.result()
-                    except Exception as e:
-                        attempts[seed] += 1
-                        text = "".join(traceback.format_exception(e))
-                        if isinstance(e, cf.process.BrokenProcessPool):
-                            text = f"worker process died (attempt {attempts[seed]}): {e}"
-                        errors[seed] = text
-                        if attempts[seed] <= self.retries:
-                            todo.append(seed)
-                        continue
-                    errors.pop(seed, None)
-                    on_result(seed, result)
+                try:
+                    self._collect(futures, attempts, errors, todo, on_result)
+                except BaseException:
+                    pool.shutdown(wait=True, cancel_futures=True)  # e.g. Ctrl-C: drop queued seeds
+                    raise
         if errors:
             raise TaskFailed(errors)
+
+    def _collect(self, futures, attempts, errors, todo, on_result) -> None:
+        for fut in cf.as_completed(futures):
+            seed = futures[fut]
+            try:
+                result = fut.result()
+            except Exception as e:
+                attempts[seed] += 1
+                text = "".join(traceback.format_exception(e))
+                if isinstance(e, cf.process.BrokenProcessPool):
+                    text = f"worker process died (attempt {attempts[seed]}): {e}"
+                errors[seed] = text
+                if attempts[seed] <= self.retries:
+                    todo.append(seed)
+                continue
+            errors.pop(seed, None)
+            on_result(seed, result)
 
 
 class RayExecutor:
@@ -137,15 +144,20 @@ class RayExecutor:
             job_ref = ray.put(job)
             pending = {task.remote(job_ref, s, self.threads): s for s in seeds}
             errors: dict[int, str] = {}
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
-                seed = pending.pop(done[0])
-                try:
-                    result = ray.get(done[0])
-                except Exception as e:  # RayTaskError, WorkerCrashedError, ...: retries are spent
-                    errors[seed] = "".join(traceback.format_exception(e))
-                    continue
-                on_result(seed, result)
+            try:
+                while pending:
+                    done, _ = ray.wait(list(pending), num_returns=1)
+                    seed = pending.pop(done[0])
+                    try:
+                        result = ray.get(done[0])
+                    except Exception as e:  # RayTaskError, WorkerCrashedError, ...: retries are spent
+                        errors[seed] = "".join(traceback.format_exception(e))
+                        continue
+                    on_result(seed, result)
+            except BaseException:
+                for ref in pending:  # the reduction stopped (an error, Ctrl-C): free the cluster
+                    ray.cancel(ref)
+                raise
             if errors:
                 raise TaskFailed(errors)
         finally:

@@ -1,0 +1,340 @@
+"""The staged job behind ``dtda run``: train → attribute → statistics → report, resumable.
+
+Stages and what marks them finished (every output is written atomically, so a file that exists
+is complete; a rerun skips it):
+
+1. **train**: per seed, ``members/<seed>/member.safetensors`` (written by :func:`dtda.train.train_member`).
+2. **attribute**: per seed, ``shards/<seed>.safetensors`` with m [Q] and δ [N, Q]; then the
+   reduction ``samples.safetensors`` (:meth:`SeedSamples.save`: m [K, Q], δ [K, N, Q], seeds in increasing order).
+3. **statistics**: ``statistics.safetensors`` (every statistic [N, Q] and its CI [2, N, Q]) and
+   ``summary.json``.
+4. **report**: ``report/`` (``index.html``, ``report.md``, PNG plots).
+
+The seed is the unit of parallel work: one task trains member s (or loads it) and unrolls it, on
+the configured executor, and the driver stores each result as it arrives. A seed whose training
+hits a non-finite loss is recorded in ``failures.json`` with the error (seed, step, examples);
+with ``execution.on_failure = "continue"`` the run goes on with the other seeds (at least two
+must remain), with ``"stop"`` it ends with that error. Failed seeds are deterministic, so a rerun
+skips them rather than failing again.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from dtda import config as cfgmod
+from dtda import data as datamod
+from dtda import models
+from dtda.samples import SeedSamples
+from dtda.store import RunDir, atomic_path
+
+STAGES = ("train", "attribute", "statistics", "report")
+
+
+class RunError(RuntimeError):
+    """A run cannot go on (too few seeds left, a stage's input missing, ...)."""
+
+
+# ---- resolving a configuration -------------------------------------------------------------------
+
+def resolve(config: dict) -> tuple[dict, datamod.TaskData]:
+    """Load the data and fill every ``auto`` value; returns (fully resolved config, data)."""
+    config = json.loads(json.dumps(config))  # a deep copy of plain values
+    dtype = getattr(torch, config["train"]["dtype"])
+    data = datamod.load(config["data"], dtype)
+    classification = data.task == "classification"
+    config["data"]["task"] = data.task
+    if config["model"]["name"] == "auto":
+        config["model"]["name"] = "data" if data.model_factory is not None else "mlp:64,64"
+    if config["train"]["loss"] == "auto":
+        config["train"]["loss"] = "cross_entropy" if classification else "mse"
+    if config["measure"]["kind"] == "auto":
+        config["measure"]["kind"] = "margin" if classification else "output"
+    problems = []
+    if config["model"]["name"] == "data" and data.model_factory is None:
+        problems.append(f"model.name: 'data' needs module:function data that returns a model factory, "
+                        f"but data.source is {config['data']['source']!r}")
+    if config["measure"]["kind"] == "margin" and not classification:
+        problems.append("measure.kind: 'margin' needs classification data; use 'output' or 'loss'")
+    if config["train"]["loss"] == "cross_entropy" and not classification:
+        problems.append("train.loss: 'cross_entropy' needs classification data; use 'mse'")
+    test = config["measure"]["test"]
+    n_test = len(data.X_test)
+    if isinstance(test, int) and test > n_test:
+        problems.append(f"measure.test: asks for the first {test} test examples but the test set has {n_test}")
+    if isinstance(test, list) and max(test) >= n_test:
+        problems.append(f"measure.test: index {max(test)} is out of range for {n_test} test examples")
+    if problems:
+        raise cfgmod.ConfigError(problems)
+    return config, data
+
+
+@dataclass
+class Plan:
+    """What one seed's work needs, rebuilt from the resolved config in every worker."""
+
+    config: dict
+    data: datamod.TaskData
+    recipe: object
+    test_index: list[int]
+    names: list[str]
+
+    @classmethod
+    def build(cls, config: dict, data: datamod.TaskData | None = None) -> "Plan":
+        from dtda.train import SGD, AdamW, Recipe
+
+        if data is None:
+            config, data = resolve(config)
+        t = config["train"]
+        mname = config["model"]["name"]
+        factory = data.model_factory if mname == "data" else (
+            cfgmod.import_callable(mname) if ":" in mname and not mname.startswith("mlp:")
+            else models.factory(mname, data.n_features, data.n_outputs, config["model"]["activation"]))
+        opt = (SGD(t["lr"], momentum=t["momentum"], nesterov=t["nesterov"], weight_decay=t["weight_decay"])
+               if t["optimizer"] == "sgd" else AdamW(t["lr"], weight_decay=t["weight_decay"]))
+        recipe = Recipe(factory, t["loss"], opt, t["batch_size"],
+                        epochs=None if t["steps"] else t["epochs"], steps=t["steps"] or None,
+                        schedule=t["schedule"], batching=t["batching"], dtype=getattr(torch, t["dtype"]),
+                        checkpoint_every=t["checkpoint_every"] or None)
+        test = config["measure"]["test"]
+        index = list(range(test)) if isinstance(test, int) else list(test)
+        kind = config["measure"]["kind"]
+        return cls(config, data, recipe, index, [f"{kind}[test {i}]" for i in index])
+
+    def measurement(self):
+        """The configured measurement on the chosen test examples (Q = len(test_index))."""
+        from dtda import measure
+
+        X, y = self.data.X_test[self.test_index], self.data.y_test[self.test_index]
+        kind = self.config["measure"]["kind"]
+        return measure.output(X) if kind == "output" else getattr(measure, kind)(X, y)
+
+
+# ---- the per-seed task ---------------------------------------------------------------------------
+
+@dataclass
+class SeedFailure:
+    """A seed whose training stopped (non-finite loss); ``error`` names seed, step and examples."""
+
+    seed: int
+    error: str
+
+
+@dataclass
+class SeedJob:
+    """One seed's work: train (or load) member ``seed``, then unroll it unless ``train_only``.
+
+    Picklable (it carries only the resolved config and the run path) so process and Ray workers
+    rebuild the :class:`Plan` themselves; returns (m [Q], δ [N, Q]), None when ``train_only``, or
+    a :class:`SeedFailure`.
+    """
+
+    config: dict
+    run_path: str
+    train_only: bool = False
+    _plan: Plan | None = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self):
+        return {**self.__dict__, "_plan": None}
+
+    def __call__(self, seed: int):
+        from dtda.train import train_member
+
+        if self._plan is None:
+            self._plan = Plan.build(self.config)
+        plan = self._plan
+        train = (plan.data.X_train, plan.data.y_train)
+        try:
+            member = train_member(plan.recipe, train, seed, store=self.run_path)
+        except FloatingPointError as e:
+            return SeedFailure(seed, str(e))
+        if self.train_only:
+            return None
+        from dtda.attribute import unroll_member
+
+        m, delta = unroll_member(plan.recipe, train, member, plan.measurement(),
+                                 mode=self.config["attribute"]["mode"])
+        return m.detach().cpu(), delta.detach().cpu()
+
+
+# ---- the driver ----------------------------------------------------------------------------------
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class Run:
+    """A run directory and its resolved configuration; methods run the stages, skipping done work."""
+
+    def __init__(self, run: RunDir, config: dict, quiet: bool = False):
+        self.dir, self.config, self.quiet = run, config, quiet
+        self.seeds = cfgmod.seed_list(config)
+
+    @classmethod
+    def create(cls, config: dict, out: str | Path, force: bool = False, quiet: bool = False) -> "Run":
+        """Resolve ``config`` (validated), then make or reopen ``out`` for it."""
+        resolved, _ = resolve(config)
+        run = RunDir.create(out, cfgmod.to_toml(resolved), cfgmod.fingerprint(resolved), force=force)
+        return cls(run, resolved, quiet)
+
+    @classmethod
+    def open(cls, path: str | Path, quiet: bool = False, overrides: dict | None = None) -> "Run":
+        """Reopen an existing run directory; ``overrides`` may change only ``execution``/``report``."""
+        run = RunDir.open(path)
+        bad = set(overrides or {}) - {"execution", "report"}
+        if bad:
+            raise cfgmod.ConfigError([f"[{s}]: cannot be changed for an existing run" for s in sorted(bad)])
+        config = cfgmod.load(run.config_path, overrides)
+        if cfgmod.fingerprint(config) != run.fingerprint():
+            raise RunError(f"{run.config_path} no longer matches the run's fingerprint (was it edited, or a "
+                           f"data file changed?); start a new run with --force")
+        return cls(run, config, quiet)
+
+    # -- stages --
+
+    def failures(self) -> dict[int, str]:
+        path = self.dir.failures_path
+        return {int(k): v for k, v in self.dir.read_json(path).items()} if path.is_file() else {}
+
+    def _record_failure(self, f: SeedFailure) -> None:
+        failures = self.failures()
+        failures[f.seed] = f.error
+        self.dir.write_json(self.dir.failures_path, {str(k): v for k, v in sorted(failures.items())})
+        _log(f"seed {f.seed} failed: {f.error}")
+        if self.config["execution"]["on_failure"] == "stop":
+            raise RunError(f"seed {f.seed} failed and execution.on_failure = 'stop': {f.error}")
+
+    def _executor(self):
+        from dtda.train import executors
+
+        e = self.config["execution"]
+        return executors.make(e["executor"], workers=e["workers"], retries=e["retries"],
+                              threads_per_worker=e["threads_per_worker"], address=e["address"],
+                              num_cpus=e["num_cpus"], num_gpus=e["num_gpus"])
+
+    def _run_seeds(self, todo: list[int], train_only: bool, what: str, on_result) -> None:
+        from tqdm import tqdm
+
+        if not todo:
+            return
+        job = SeedJob(self.config, str(self.dir.path), train_only=train_only)
+        done = 0
+        with tqdm(total=len(todo), desc=what, unit="seed", disable=self.quiet, file=sys.stderr) as bar:
+            def handle(seed, result):
+                nonlocal done
+                if isinstance(result, SeedFailure):
+                    self._record_failure(result)
+                else:
+                    on_result(seed, result)
+                done += 1
+                bar.update(1)
+                if self.quiet:
+                    _log(f"{what}: seed {seed} done ({done}/{len(todo)})")
+            self._executor().run(job, todo, handle)
+
+    def train(self) -> None:
+        """Stage 1: train every member not yet stored (and not failed)."""
+        from dtda.train.store import member_path
+
+        skip = set(self.failures())
+        todo = [s for s in self.seeds if s not in skip and not member_path(self.dir.path, s).is_file()]
+        self._run_seeds(todo, True, "train members", lambda s, r: None)
+
+    def attribute(self) -> None:
+        """Stage 2: per-seed shards (training any missing member on the way), then samples.safetensors."""
+        if self.dir.samples_path.is_file():
+            return
+        skip = set(self.failures())
+        todo = [s for s in self.seeds if s not in skip and not self.dir.has_shard(s)]
+        self._run_seeds(todo, False, "train + unroll members", lambda s, r: self.dir.write_shard(s, *r))
+        self._reduce()
+
+    def _reduce(self) -> None:
+        failed = self.failures()
+        seeds = [s for s in sorted(self.seeds) if s not in failed]
+        if len(seeds) < 2:
+            raise RunError(f"only {len(seeds)} seed(s) finished (failed: {sorted(failed)}); at least 2 are "
+                           "needed for distributional statistics")
+        missing = [s for s in seeds if not self.dir.has_shard(s)]
+        if missing:
+            raise RunError(f"no attribution for seeds {missing}; run `dtda attribute {self.dir.path}`")
+        shards = [self.dir.read_shard(s) for s in seeds]
+        plan_names = Plan.build(self.config).names
+        samples = SeedSamples(torch.stack([m for m, _ in shards]), torch.stack([d for _, d in shards]),
+                              seeds, plan_names, f"unroll-{self.config['attribute']['mode']}",
+                              meta={"failed_seeds": sorted(failed)})
+        samples.save(self.dir.samples_path)  # atomic
+
+    def statistics(self) -> None:
+        """Stage 3: distributional statistics per measurement (bar over measurements) and summary.json."""
+        from tqdm import tqdm
+
+        from dtda.dist import distributional
+
+        if self.dir.summary_path.is_file() and self.stats_path.is_file():
+            return
+        samples = read_samples(self.dir.samples_path)
+        s = self.config["statistics"]
+        parts = []
+        for q in tqdm(range(samples.Q), desc="statistics", unit="measurement", disable=self.quiet, file=sys.stderr):
+            one = SeedSamples(samples.m[:, q:q + 1], samples.delta[:, :, q:q + 1], samples.seeds,
+                              samples.names[q:q + 1], samples.method)
+            parts.append(distributional(one, bootstrap=s["bootstrap"], seed=s["seed"], ci=s["ci"]))
+        stats = {name: torch.cat([p.get(name) for p in parts], 1) for name in parts[0].statistics()}
+        for name in parts[0].ci:
+            stats[f"ci.{name}"] = torch.cat([p.ci[name] for p in parts], 2)
+        with atomic_path(self.stats_path) as tmp:
+            save_file({k: v.contiguous() for k, v in stats.items()}, str(tmp),
+                      metadata={"dtda": json.dumps({"confidence": parts[0].confidence, "bootstrap": parts[0].bootstrap},
+                                                sort_keys=True)})
+        from dtda.report.summary import summarize
+
+        labels = Plan.build(self.config).data.y_train.tolist()
+        self.dir.write_json(self.dir.summary_path, summarize(self.config, samples, stats, self.failures(), labels))
+
+    @property
+    def stats_path(self) -> Path:
+        return self.dir.path / "statistics.safetensors"
+
+    def report(self, force: bool = True) -> Path:
+        """Stage 4: the report directory (always rewritten when ``force``)."""
+        from dtda.report import write_report
+
+        if force or not (self.dir.report_dir / "index.html").is_file():
+            samples = read_samples(self.dir.samples_path)
+            stats = read_stats(self.stats_path)
+            plan = Plan.build(self.config)
+            write_report(self.dir.report_dir, self.config, plan.data, samples, stats, self.failures())
+        return self.dir.report_dir
+
+    def all(self) -> Path:
+        """Every stage in order, skipping finished work; returns the report directory."""
+        t0 = time.perf_counter()
+        self.attribute()
+        self.statistics()
+        out = self.report(force=False)
+        _log(f"done in {time.perf_counter() - t0:.1f} s: {out / 'index.html'}")
+        return out
+
+
+# ---- samples and statistics on disk --------------------------------------------------------------
+
+def read_samples(path: Path) -> SeedSamples:
+    if not path.is_file():
+        raise RunError(f"{path} not found; run the attribute stage first (`dtda attribute {path.parent}`)")
+    return SeedSamples.load(path)
+
+
+def read_stats(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise RunError(f"{path} not found; run the statistics stage first (`dtda run` on this directory)")
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}  # safe_open is not a dict

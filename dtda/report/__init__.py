@@ -1,0 +1,96 @@
+"""The run report: ``report/index.html`` and ``report/report.md`` with PNG plots.
+
+Per shown measurement: the seed distribution before removal and predicted after removing the top
+examples under each criterion (mean shift, variance increase, W2); a scatter of mean shift against
+variance increase marking the examples that change the spread without moving the mean; tables of
+the top examples with bootstrap confidence intervals; and, for image data, the images themselves.
+The report only arranges numbers computed by ``dtda.dist`` and :meth:`SeedSamples.group`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import Tensor
+
+from dtda.data import TaskData
+from dtda.report import plots
+from dtda.report.render import Heading, Image, Para, Table, markdown, to_html
+from dtda.report.summary import CRITERIA, ranking, spread_only
+from dtda.samples import SeedSamples
+from dtda.store import atomic_dir
+
+SCATTER_TEXT = (
+    "Each point is one training example. Horizontally: how far removing it moves the mean of the "
+    "measurement over seeds (after − before); vertically: how much it changes the variance over seeds. "
+    "Examples far from the vertical axis shift the average model; examples high above or below the "
+    "horizontal axis with a small mean shift (red circles) change how much the trained model depends "
+    "on the seed without changing it on average: a mean-only attribution ranks them low.")
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def _label(v) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{float(v):.3g}"
+
+
+def write_report(out: Path, config: dict, data: TaskData, samples: SeedSamples, stats: dict[str, Tensor],
+                 failures: dict[int, str]) -> Path:
+    """Write the report directory ``out`` atomically (replacing an older report); returns ``out``."""
+    r = config["report"]
+    k, n_remove = r["top"], r["remove"]
+    shown = list(range(min(r["measurements"], samples.Q)))
+    labels = [_label(v) for v in data.y_train.tolist()]
+    t = config["train"]
+    blocks = [
+        Heading(1, "dtda report"),
+        Para(f"Data {config['data']['source']} (N = {samples.N} training examples, {data.task}); model "
+             f"{config['model']['name']}; {t['optimizer']} lr {t['lr']}, batch {t['batch_size']}, "
+             + (f"{t['steps']} steps" if t["steps"] else f"{t['epochs']} epochs")
+             + f"; K = {samples.K} seeds; method {samples.method}; Q = {samples.Q} measurements "
+             f"({config['measure']['kind']})."),
+        Para("Every statistic is after removal minus before, over the seed distribution; "
+             "intervals are 95% seed-bootstrap percentile intervals."
+             if "ci.mean" in stats else "Every statistic is after removal minus before, over seeds."),
+    ]
+    if failures:
+        blocks.append(Para("Failed seeds (left out): " + "; ".join(f"{s}: {e}" for s, e in sorted(failures.items()))))
+    with atomic_dir(out) as tmp:
+        plots.scatter(tmp / "scatter.png", samples.names, stats, shown, k)
+        blocks += [Heading(2, "Mean shift against variance increase"), Para(SCATTER_TEXT),
+                   Image("scatter.png", "mean shift against variance increase")]
+        for q in shown:
+            name = samples.names[q]
+            blocks.append(Heading(2, f"Measurement {name}"))
+            removed = samples.group([ranking(stats, by, q, n_remove) for by in CRITERIA])
+            after = {title: removed.m[:, q] + removed.delta[:, j, q] for j, title in enumerate(CRITERIA.values())}
+            plots.distributions(tmp / f"distribution_{q}.png", name, samples.m[:, q], after, n_remove)
+            blocks.append(Image(f"distribution_{q}.png", f"seed distribution of {name}"))
+            for by, title in CRITERIA.items():
+                idx = ranking(stats, by, q, k)
+                ci = stats.get(f"ci.{by}")
+                rows = [[str(rank + 1), f"#{i}", labels[i],
+                         _fmt(stats[by][i, q]) + (f" [{_fmt(ci[0, i, q])}, {_fmt(ci[1, i, q])}]" if ci is not None else ""),
+                         _fmt(stats["mean"][i, q]), _fmt(stats["var_increase"][i, q]), _fmt(stats["w2"][i, q])]
+                        for rank, i in enumerate(idx)]
+                blocks += [Heading(3, f"Top {len(idx)} by {title}"),
+                           Table(["rank", "example", "label", f"{title} [CI]", "mean shift", "variance increase",
+                                  "W2"], rows)]
+            if data.images_train is not None:
+                rows = {CRITERIA[by]: ranking(stats, by, q, k) for by in CRITERIA}
+                rows["spread only"] = spread_only(stats, q, k)
+                plots.images(tmp / f"examples_{q}.png", data.images_train, labels, rows)
+                blocks += [Heading(3, "The top training examples"),
+                           Image(f"examples_{q}.png", f"top training examples for {name}")]
+        summary = [[name, _fmt(samples.m[:, q].mean()), _fmt(samples.m[:, q].std()),
+                    *(f"#{ranking(stats, by, q, 1)[0]}" for by in CRITERIA)] for q, name in enumerate(samples.names)]
+        blocks += [Heading(2, "All measurements"),
+                   Table(["measurement", "mean", "sd", *(f"top by {c}" for c in CRITERIA.values())], summary)]
+        (tmp / "report.md").write_text(markdown(blocks))
+        (tmp / "index.html").write_text(to_html(blocks, "dtda report"))
+    return out
+
+
+__all__ = ["write_report"]

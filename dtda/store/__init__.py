@@ -1,0 +1,21 @@
+"""Run directories: atomic writes, config fingerprints, per-stage and per-seed resume.
+
+Layout of a run directory (see ``docs/cli.md``)::
+
+    config.toml             resolved configuration (every default filled in)
+    fingerprint             sha256 of the result-relevant part of the config and the data files
+    members/<seed>/         checkpoints and trajectory indices, written by the training code
+    shards/<seed>.safetensors   per-seed attribution: m [Q], delta [N, Q]
+    samples.safetensors     the reduced SeedSamples: m [K, Q], delta [K, N, Q]
+    summary.json            distributional statistics and failed seeds
+    report/                 index.html, report.md and PNG plots
+
+Every file is written to a temporary name in the same directory and renamed into place, so a
+run killed at any moment leaves either the old file, the new file, or no file, never half a file.
+A stage or seed is finished exactly when its output file exists.
+"""
+
+from dtda.store.atomic import atomic_write_bytes, atomic_write_text, atomic_path, atomic_dir
+from dtda.store.rundir import RunDir, RunDirError
+
+__all__ = ["RunDir", "RunDirError", "atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_dir"]

@@ -1,0 +1,35 @@
+"""Picklable jobs for the executor tests (imported by spawned processes and Ray workers)."""
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass
+class Square:
+    """Returns seed²; with ``marker_dir`` the first attempt at seed 1 kills its worker process."""
+
+    marker_dir: str = ""
+
+    def __call__(self, seed: int) -> int:
+        if self.marker_dir and seed == 1:
+            marker = os.path.join(self.marker_dir, "killed-once")
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                os._exit(3)  # a hard death: no exception, no cleanup
+        return seed * seed
+
+
+@dataclass
+class KillOnce:
+    """Wraps a job; the first attempt at ``seed`` kills its worker process."""
+
+    inner: object
+    marker_dir: str
+    seed: int = 1
+
+    def __call__(self, seed: int):
+        marker = os.path.join(self.marker_dir, f"killed-{seed}")
+        if seed == self.seed and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(3)
+        return self.inner(seed)

@@ -1,0 +1,113 @@
+"""Run directories end to end: stages, resume after kill -9 (bit-identical), refusal, --force, reports."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import write_tiny
+
+from dtda import cli
+
+RESULTS = ("samples.safetensors", "statistics.safetensors", "summary.json", "config.toml", "fingerprint")
+
+
+def _dtda(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "dtda", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_run_then_stages_and_report_sections(tiny, tmp_path):
+    out = tmp_path / "run"
+    assert cli.main(["train", str(tiny), "--out", str(out), "--quiet"]) == 0
+    assert sorted(p.name for p in (out / "members").iterdir()) == ["0", "1", "2"]
+    assert not (out / "shards").exists()
+    assert cli.main(["attribute", str(out), "--quiet"]) == 0
+    assert (out / "samples.safetensors").is_file() and (out / "summary.json").is_file()
+    assert cli.main(["report", str(out)]) == 0
+    report = out / "report"
+    assert {"index.html", "report.md", "scatter.png", "distribution_0.png"} <= {p.name for p in report.iterdir()}
+    md = (report / "report.md").read_text()
+    for section in ("## Mean shift against variance increase", "## Measurement output[test 10]",
+                    "### Top 3 by mean shift", "### Top 3 by variance increase", "### Top 3 by W2",
+                    "## All measurements"):
+        assert section in md
+    assert "<h2>Mean shift against variance increase</h2>" in (report / "index.html").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["K"] == 3 and summary["N"] == 40 and summary["Q"] == 2
+    top = summary["measurements"][0]["top"]["var_increase"][0]
+    assert top["ci"][0] <= top["ci"][1]
+
+
+def test_resume_after_kill_9_is_bit_identical(tmp_path):
+    config = write_tiny(tmp_path / "c.toml", seeds=4)
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    # Both runs in fresh processes: the same command, with the same torch thread settings.
+    assert _dtda("run", str(config), "--out", str(whole), "--quiet").wait(timeout=600) == 0
+
+    proc = _dtda("run", str(config), "--out", str(killed), "--quiet")
+    shards = killed / "shards"
+    deadline = time.time() + 300
+    while not (shards.is_dir() and any(p.suffix == ".safetensors" for p in shards.iterdir())):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # mid-run: one seed stored, the others not
+    proc.wait()
+    assert not (killed / "samples.safetensors").exists()
+    done_before = {p.name for p in shards.iterdir() if p.suffix == ".safetensors"}
+
+    rerun = _dtda("run", str(config), "--out", str(killed), "--quiet")
+    _, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err
+    # The rerun did not recompute the seeds that were already stored.
+    assert f"({4 - len(done_before)}/{4 - len(done_before)})" in err
+    for name in RESULTS:
+        assert (whole / name).read_bytes() == (killed / name).read_bytes(), name
+    for seed in range(4):
+        assert (whole / "shards" / f"{seed}.safetensors").read_bytes() == \
+               (killed / "shards" / f"{seed}.safetensors").read_bytes()
+
+
+def test_refuses_another_configs_directory_and_force_moves_it_aside(tmp_path, capsys):
+    out = tmp_path / "run"
+    a = write_tiny(tmp_path / "a.toml")
+    b = write_tiny(tmp_path / "b.toml", extra="[data]\n" if False else "")
+    b.write_text(b.read_text().replace("lr = 0.01", "lr = 0.02"))
+    assert cli.main(["train", str(a), "--out", str(out), "--quiet"]) == 0
+    before = (out / "fingerprint").read_text()
+    assert cli.main(["train", str(b), "--out", str(out), "--quiet"]) == 1
+    assert "was made for another configuration" in capsys.readouterr().err
+    assert (out / "fingerprint").read_text() == before  # untouched
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.txt").write_text("mine")
+    assert cli.main(["train", str(a), "--out", str(tmp_path / "junk"), "--quiet"]) == 1
+    assert "is not empty and is not a dtda run" in capsys.readouterr().err
+
+    assert cli.main(["train", str(b), "--out", str(out), "--force", "--quiet"]) == 0
+    moved = [p for p in tmp_path.iterdir() if p.name.startswith("run.moved-")]
+    assert len(moved) == 1 and (moved[0] / "fingerprint").read_text() == before
+    assert (moved[0] / "members" / "0" / "member.safetensors").is_file()  # old results kept
+    assert (out / "fingerprint").read_text() != before
+
+
+def test_non_finite_training_is_reported_per_seed(tmp_path, capsys):
+    config = write_tiny(tmp_path / "c.toml")
+    config.write_text(config.read_text().replace("lr = 0.01", "lr = 1e30"))
+    assert cli.main(["run", str(config), "--out", str(tmp_path / "run"), "--quiet"]) == 1
+    failures = json.loads((tmp_path / "run" / "failures.json").read_text())
+    assert sorted(failures) == ["0", "1", "2"]
+    assert "seed 0: non-finite training loss at step" in failures["0"]
+    assert "only 0 seed(s) finished" in capsys.readouterr().err
+
+
+def test_demo_quick_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--quick", "--out", str(out), "--quiet"]) == 0
+    report = out / "report"
+    assert {"index.html", "report.md", "scatter.png", "examples_0.png"} <= {p.name for p in report.iterdir()}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["Q"] >= 20 and summary["K"] == 4
+    assert "### The top training examples" in (report / "report.md").read_text()
