@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -122,7 +124,14 @@ class Recipe:
     def describe(self) -> dict:
         """A JSON-able description (fingerprints stored members)."""
         def name(f):
-            return f if isinstance(f, str) else getattr(f, "__qualname__", type(f).__name__)
+            # Functions by qualified name; configured callables (dataclass factories) by repr,
+            # so an architecture change changes the fingerprint.
+            if isinstance(f, str):
+                return f
+            if inspect.isfunction(f) or inspect.isclass(f):
+                return f.__qualname__
+            text = repr(f)
+            return type(f).__qualname__ if " at 0x" in text else text  # no per-process addresses
         return {"model": name(self.model), "loss": name(self.loss),
                 "optimizer": self.optimizer.describe(), "batch_size": self.batch_size,
                 "epochs": self.epochs, "steps": self.steps, "schedule": self.schedule,

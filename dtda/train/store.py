@@ -7,6 +7,7 @@ sizes), the training weights (if any) and the checkpoints ``ckpt.<t>.params.<nam
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -39,8 +40,10 @@ def save_member(store: str | Path, member: Member, fingerprint: str) -> Path:
             for k, v in values.items():
                 tensors[f"ckpt.{t}.{slot}.{k}"] = v
     tensors = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
-    meta = {"format": FORMAT, "seed": str(member.seed), "steps": str(rec.steps),
-            "every": str(rec.every), "fingerprint": fingerprint}
+    # One JSON key: safetensors orders several metadata keys differently per process, and
+    # member files should be byte-identical across reruns.
+    meta = {"dtda": json.dumps({"format": FORMAT, "seed": member.seed, "steps": rec.steps,
+                                "every": rec.every, "fingerprint": fingerprint}, sort_keys=True)}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".member.", suffix=".tmp")
     os.close(fd)
     try:
@@ -60,7 +63,7 @@ def load_member(store: str | Path, seed: int, fingerprint: str) -> Member | None
     if not path.exists():
         return None
     with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+        meta = json.loads((f.metadata() or {}).get("dtda", "{}"))
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: not a dtda member file (format {meta.get('format')!r}, expected {FORMAT!r})")
     if meta.get("fingerprint") != fingerprint:
