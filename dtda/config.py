@@ -92,8 +92,16 @@ def _test(v) -> str | None:
 def _ci(v) -> str | None:
     from dtda.dist import STATISTICS
 
-    bad = [x for x in v if x not in STATISTICS]
-    return None if not bad else f"a list of statistic names from {', '.join(STATISTICS)}"
+    def known(name) -> bool:
+        if name in STATISTICS or name == "quantiles":
+            return True
+        try:  # quantile_<p>, as dtda.dist names one quantile level
+            return name.startswith("quantile_") and 0 < float(name.removeprefix("quantile_")) < 1
+        except ValueError:
+            return False
+
+    bad = [x for x in v if not known(x)]
+    return None if not bad else f"a list of statistic names from {', '.join(STATISTICS)}, 'quantiles' or 'quantile_<p>'"
 
 
 def _model(v) -> str | None:
