@@ -6,7 +6,7 @@ starts at λ_T = (∇m(θ_T), 0) and obeys λ_t = (∂Φ_t/∂s_t)ᵀλ_{t+1}; t
 carry Q adjoints, vmapped. States are recomputed from checkpoints one segment at a time, so
 memory is O((T/C + C)·|s|·Q).
 
-Two routes give the same numbers (to rounding):
+Four routes give the same numbers (to rounding):
 
 - ``generic``: ``torch.func.vjp`` of the whole step Φ_t w.r.t. (θ, state, w_B)
   (reverse-over-reverse); any model and optimiser.
@@ -17,7 +17,11 @@ Two routes give the same numbers (to rounding):
 - ``double-backward``: as ``ghost``, but w_B is a leaf of the eager graph, so the same batched
   double backward of σ_q = λ_{d,q}ᵀ∇_θL_t gives both H_t λ_d = ∇_θσ and the weights' cotangent
   ∇_wσ (PAPER §3.4 "batch scores"); any model.
-- ``auto``: ``ghost`` when every parameter is in an ``nn.Linear``, else ``double-backward``.
+- ``mlp``: as ``ghost``, but H_t λ_d and the scores come from hand-derived batched R-operator
+  passes (:mod:`dtda.attribute.mlp`); needs a chain of Linear layers, elementwise activations
+  and Dropout with the cross-entropy or mse loss.
+- ``auto``: ``mlp`` where it applies, else ``ghost`` when every parameter is in an
+  ``nn.Linear``, else ``double-backward``.
 """
 
 from __future__ import annotations
@@ -26,13 +30,13 @@ import torch
 from torch import Tensor
 from torch.func import vjp, vmap
 
-from dtda.attribute import ghost
+from dtda.attribute import ghost, mlp
 from dtda.train.data import Data
 from dtda.train.member import Member, replay
 from dtda.train.optim import Params, State
 from dtda.train.step import Step
 
-ROUTES = ("auto", "generic", "ghost", "double-backward")
+ROUTES = ("auto", "generic", "mlp", "ghost", "double-backward")
 
 
 def _generic(step: Step, params: Params, state: State, x, y, w, t, lam, chunk_size, layers):
@@ -56,12 +60,34 @@ def _eager(step: Step, params: Params, state: State, x, y, w, t, lam, chunk_size
     return ({k: lp[k] + hu[k] for k in lp}, ls), lw
 
 
-def choose_route(route: str, step: Step, params: Params):
-    """(engine, Linear layers or None) for ``route`` ∈ ROUTES."""
+def _mlp(step: Step, params: Params, state: State, x, y, w, t, lam, chunk_size, nodes):
+    """The ``mlp`` route: hand-derived batched R-operator passes (:mod:`dtda.attribute.mlp`).
+    Consumes ``lam``: H_t λ_d is accumulated in place into the θ-adjoint."""
+    fb = mlp.forward_backward(nodes, step, params, x, y, w, t)
+    lp, ls, ld = step.update_adjoint(params, state, fb.grads, t, *lam)
+    q = next(iter(ld.values())).shape[0]
+    chunk = chunk_size or q
+    scores = [mlp.hvp_and_scores(nodes, step, params, fb, {k: v[lo:lo + chunk] for k, v in ld.items()},
+                                 {k: v[lo:lo + chunk] for k, v in lp.items()})
+              for lo in range(0, q, chunk)]
+    return (lp, ls), torch.cat(scores) / w.shape[0]
+
+
+def choose_route(route: str, step: Step, params: Params, input_dim: int = 2):
+    """(engine, its static argument) for ``route`` ∈ ROUTES; ``input_dim``: dimensions of a batch
+    of inputs (the ``mlp`` route needs [B, features])."""
     if route not in ROUTES:
         raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
     if route == "generic":
         return _generic, None
+    if route in ("mlp", "auto"):
+        nodes = mlp.plan(step.module, list(params), step.recipe.loss_name) if input_dim == 2 else None
+        if nodes is not None:
+            return _mlp, nodes
+        if route == "mlp":
+            raise ValueError("route='mlp' needs an nn.Sequential of nn.Linear, supported activations "
+                             f"({', '.join(t.__name__ for t in mlp.ACTIVATIONS)}) and nn.Dropout, loss "
+                             f"'cross_entropy' or 'mse' and inputs [B, features]; use route='auto'")
     if route == "double-backward":
         return _eager, None
     layers = ghost.linear_layers(step.module, list(params))
@@ -91,7 +117,7 @@ def reverse(step: Step, data: Data, member: Member, measure, route: str = "auto"
     q = m.shape[0]
     lam = (grad_m, {slot: {k: v.new_zeros((q,) + v.shape) for k, v in vals.items()}
                     for slot, vals in final_state.items()})
-    engine, layers = choose_route(route, step, member.params)
+    engine, layers = choose_route(route, step, member.params, data.X.dim())
     delta = torch.zeros(n, q, dtype=m.dtype)
     marks = sorted(rec.checkpoints)
     for start, stop in reversed(list(zip(marks[:-1], marks[1:]))):

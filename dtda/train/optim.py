@@ -96,9 +96,9 @@ class SGD:
         total_v, cot_grads = {}, {}
         for k, c in cot_params.items():
             # v' feeds θ' (through −ηv', or −ημv' with Nesterov) and the next step's state
-            cv = cot_state["v"][k] - (lr * mu if self.nesterov else lr) * c
+            cv = torch.add(cot_state["v"][k], c, alpha=-(lr * mu if self.nesterov else lr))  # one pass
             total_v[k] = cv
-            cot_grads[k] = cv - lr * c if self.nesterov else cv
+            cot_grads[k] = torch.add(cv, c, alpha=-lr) if self.nesterov else cv
         return dict(cot_params), {"v": {k: mu * cv for k, cv in total_v.items()}}, cot_grads
 
 

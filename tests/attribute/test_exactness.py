@@ -1,5 +1,6 @@
 """Unrolled differentiation is exact: finite differences of real retraining, forward = reverse,
-ghost route = generic route, and invariance to chunking, checkpoint spacing and reruns (PAPER §3.5)."""
+the fast routes (mlp, ghost, double-backward) = generic route, and invariance to chunking,
+checkpoint spacing and reruns (PAPER §3.5)."""
 
 import pytest
 import torch
@@ -56,8 +57,9 @@ def runs():
         m, generic = unroll_member(recipe, train, member, measure, route="generic")
         _, ghost = unroll_member(recipe, train, member, measure, route="ghost")
         _, double = unroll_member(recipe, train, member, measure, route="double-backward")
+        _, mlp = unroll_member(recipe, train, member, measure, route="mlp")
         out[case] = dict(recipe=recipe, member=member, measure=measure, m=m, generic=generic, ghost=ghost,
-                         double=double)
+                         double=double, mlp=mlp)
     return out
 
 
@@ -78,7 +80,7 @@ def test_reverse_matches_finite_differences_of_retraining(runs, case):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("route", ["ghost", "double"])
+@pytest.mark.parametrize("route", ["mlp", "ghost", "double"])
 def test_fast_routes_equal_generic_route(runs, case, route):
     r = runs[case]
     torch.testing.assert_close(r[route], r["generic"], rtol=1e-10, atol=1e-13 * r["generic"].abs().max().item())
@@ -105,6 +107,8 @@ def test_invariance_to_chunking_checkpoints_and_reruns(runs):
     train = _data()[0]
     _, chunked = unroll_member(r["recipe"], train, r["member"], r["measure"], chunk_size=1, route="ghost")
     torch.testing.assert_close(chunked, r["ghost"], rtol=1e-12, atol=1e-15)
+    _, chunked = unroll_member(r["recipe"], train, r["member"], r["measure"], chunk_size=1, route="mlp")
+    torch.testing.assert_close(chunked, r["mlp"], rtol=1e-12, atol=1e-15)
     spaced = _recipe("nesterov", checkpoint_every=5)
     member = T.train_member(spaced, train, seed=5)
     for k in member.params:
