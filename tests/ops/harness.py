@@ -87,3 +87,31 @@ def dtypes_for(backend: str) -> list:
 def noncontiguous(t: torch.Tensor) -> torch.Tensor:
     """The same values in a non-contiguous layout (a transposed copy viewed back)."""
     return t.transpose(-1, -2).contiguous().transpose(-1, -2) if t.dim() >= 2 else t[::1]
+
+
+TRITON_MAX_DIM = 8  # the Triton interpreter is slow: it only gets shapes this small
+
+
+def skip_unless_tiny(backend: str, *dims: int) -> None:
+    """Skip the case for ``triton`` unless every dimension is at most :data:`TRITON_MAX_DIM`."""
+    if backend == "triton" and max(dims, default=0) > TRITON_MAX_DIM:
+        pytest.skip(f"triton interpreter: only shapes with every dimension ≤ {TRITON_MAX_DIM}")
+
+
+def native_dtype_rejected(kernel: str, nargs: int) -> None:
+    """A native CPU kernel called with the float16 dtype code raises ValueError naming it."""
+    from dtda import _native
+
+    module = _native.load_cpu()
+    if module is None:
+        pytest.skip(_native.why_not("_C"))
+    args = [0] * nargs
+    args[-2] = _native.DTYPE_CODES[torch.float16]  # (..., dtype, num_threads)
+    args[-1] = 1
+    expected = f"{kernel}: the CPU kernel supports float32 and float64, got float16"
+    with pytest.raises(ValueError, match=expected):
+        getattr(module, kernel)(*args)
+
+# opcheck subset for extra samples: schema and fake kernel only (the autograd and AOT checks
+# compile the op and take seconds each; every test file runs them in full on one sample).
+OPCHECK_QUICK = ("test_schema", "test_faketensor")

@@ -7,7 +7,11 @@ thread count to the native kernel.
 
 from __future__ import annotations
 
+import torch
+from torch import Tensor
+
 from dtda import _native
+from dtda.ops import alloc, reference
 from dtda.ops.registry import NATIVE_CPU_FLOATS, Backend, add_backend, register
 
 
@@ -18,3 +22,99 @@ def _unavailable() -> str:
 BACKEND = add_backend(Backend(
     name="cpp", priority=20, devices=frozenset({"cpu"}),
     dtypes=NATIVE_CPU_FLOATS, unavailable=_unavailable))
+
+
+# ---- kron_covariance / ghost_dot / ghost_pairwise / ekfac_eigvals / kron_apply -------------------
+
+def _call(kernel: str, *args) -> None:
+    """Run ``dtda._C.<kernel>(*args, dtype code, threads)``; tensors are passed as pointers."""
+    tensors = [a for a in args if isinstance(a, Tensor)]
+    ptrs = [a.data_ptr() if isinstance(a, Tensor) else a for a in args]
+    getattr(_native.load_cpu(), kernel)(*ptrs, _native.DTYPE_CODES[tensors[0].dtype], torch.get_num_threads())
+
+
+_MASK_NONE, _MASK_BOOL, _MASK_WEIGHT = 0, 1, 2  # mask kinds of csrc/cpu/kron_covariance_cpu.cpp
+
+
+@register("kron_covariance", "cpp")
+def kron_covariance(x: Tensor, mask: Tensor | None) -> Tensor:
+    """``Σ_{n,t} mask_nt x_nt x_ntᵀ`` for x [N, T, D], mask [N, T] bool/float or None. Returns [D, D]."""
+    x = x.contiguous()
+    N, T, D = x.shape
+    out = alloc.empty((D, D), x.dtype, x.device)
+    if mask is None:
+        kind, mask_ptr = _MASK_NONE, 0
+    else:
+        mask = mask.contiguous()
+        kind, mask_ptr = (_MASK_BOOL if mask.dtype == torch.bool else _MASK_WEIGHT), mask.data_ptr()
+    _native.load_cpu().kron_covariance(x.data_ptr(), kind, mask_ptr, out.data_ptr(), N * T, D,
+                                       _native.DTYPE_CODES[x.dtype], torch.get_num_threads())
+    return out
+
+
+@register("ghost_dot", "cpp")
+def ghost_dot(a: Tensor, g: Tensor, M: Tensor) -> Tensor:
+    """``S[n, q] = Σ_t g_ntᵀ M_q a_nt`` for a [N, T, I], g [N, T, O], M [Q, O, I]. Returns [N, Q]."""
+    a, g, M = a.contiguous(), g.contiguous(), M.contiguous()
+    (N, T, I), Q, O = a.shape, M.shape[0], g.shape[2]
+    out = alloc.empty((N, Q), a.dtype, a.device)
+    _call("ghost_dot", a, g, M, out, N, T, I, O, Q)
+    return out
+
+
+@register("ghost_pairwise", "cpp")
+def ghost_pairwise(a_q: Tensor, g_q: Tensor, a: Tensor, g: Tensor) -> Tensor:
+    """``S[q, n] = ⟨G_q, G_n⟩`` for a_q [Q, S, I], g_q [Q, S, O], a [N, T, I], g [N, T, O].
+
+    Returns [Q, N]."""
+    a_q, g_q, a, g = a_q.contiguous(), g_q.contiguous(), a.contiguous(), g.contiguous()
+    (Q, S, I), (N, T, O) = a_q.shape, g.shape
+    out = alloc.empty((Q, N), a.dtype, a.device)
+    _call("ghost_pairwise", a_q, g_q, a, g, out, Q, S, N, T, I, O)
+    return out
+
+
+@register("ekfac_eigvals", "cpp")
+def ekfac_eigvals(a: Tensor, g: Tensor, QA: Tensor, QS: Tensor) -> Tensor:
+    """``Λ = Σ_n (QSᵀ G_n QA)^∘2`` for a [N, T, I], g [N, T, O], QA [I, I], QS [O, O].
+
+    Returns [O, I]."""
+    a, g, QA, QS = a.contiguous(), g.contiguous(), QA.contiguous(), QS.contiguous()
+    (N, T, I), O = a.shape, g.shape[2]
+    out = alloc.empty((O, I), a.dtype, a.device)
+    _call("ekfac_eigvals", a, g, QA, QS, out, N, T, I, O)
+    return out
+
+
+@register("kron_apply", "cpp")
+def kron_apply(V: Tensor, QA: Tensor, QS: Tensor, scale: Tensor) -> Tensor:
+    """``QS (scale ∘ (QSᵀ V_q QA)) QAᵀ`` for V [Q, O, I], QA [I, I], QS [O, O], scale [O, I]."""
+    V, QA, QS, scale = V.contiguous(), QA.contiguous(), QS.contiguous(), scale.contiguous()
+    Q, O, I = V.shape
+    out = alloc.empty((Q, O, I), V.dtype, V.device)
+    _call("kron_apply", V, QA, QS, scale, out, Q, O, I)
+    return out
+
+
+# ---- jl_project / seed_moments -------------------------------------------------------------------
+
+@register("jl_project", "cpp")
+def jl_project(x: Tensor, k: int, seed: int, kind: str) -> Tensor:
+    """``X R / √k`` for x [N, P]: R tiles regenerated from Philox inside the kernel. Returns [N, k]."""
+    x = x.contiguous()
+    N, P = x.shape
+    y = alloc.empty((N, k), x.dtype, x.device)
+    _native.load_cpu().jl_project(x.data_ptr(), y.data_ptr(), N, P, k, seed, kind,
+                                  _native.DTYPE_CODES[x.dtype], torch.get_num_threads())
+    return y
+
+
+@register("seed_moments", "cpp")
+def seed_moments(m: Tensor, delta: Tensor) -> reference.SeedMoments:
+    """Mean, var, cov, var_increase, w2 [N, Q] of m [K, Q], delta [K, N, Q] in one pass over delta."""
+    m, delta = m.contiguous(), delta.contiguous()
+    K, N, Q = delta.shape
+    out = reference.SeedMoments(*(alloc.empty((N, Q), delta.dtype, delta.device) for _ in range(5)))
+    _native.load_cpu().seed_moments(m.data_ptr(), delta.data_ptr(), *(o.data_ptr() for o in out), K, N, Q,
+                                    _native.DTYPE_CODES[delta.dtype], torch.get_num_threads())
+    return out
