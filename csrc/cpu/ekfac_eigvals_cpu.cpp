@@ -18,12 +18,10 @@
 #include <string>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "common/dtype.h"
 #include "cpu/blas.h"
+#include "cpu/dispatch.h"
 
 namespace py = pybind11;
 
@@ -32,24 +30,6 @@ namespace {
 
 constexpr int64_t kTileBytes = int64_t{4} << 20;  // rotated-token block per thread
 
-// Threads worth waking for `flops` of work split into `units` independent pieces: below about a
-// millisecond of work one thread is faster than waking (and, on a loaded machine, waiting for) more.
-int team(double flops, int64_t units, int threads) {
-  if (flops < 3e7) return 1;
-  return int(std::max<int64_t>(1, std::min<int64_t>(threads, units)));
-}
-
-template <typename F>
-void with_float_type(int code, const char* op, F&& fn) {
-  switch (dtype_from_code(code)) {
-    case DType::Float32: fn(float{}); return;
-    case DType::Float64: fn(double{}); return;
-    default:
-      throw std::invalid_argument(std::string(op) + ": the CPU kernel supports float32 and float64, got " +
-                                  dtype_name(dtype_from_code(code)));
-  }
-}
-
 // out[size] = Σ over examples [0, N) of body's contributions: each of `workers` threads takes a
 // contiguous range of examples and calls body(lo, hi, acc) to add them into its own zeroed
 // accumulator (thread 0's is out); the others are added at the end. Static ranges: the sum order,
@@ -57,14 +37,9 @@ void with_float_type(int code, const char* op, F&& fn) {
 template <typename T, typename Body>
 void sum_over_threads(T* out, int64_t size, int64_t N, int workers, int threads, Body&& body) {
   std::vector<T> partial((workers - 1) * size);
-  blas::set_threads(1);
 #pragma omp parallel num_threads(workers)
   {
-#ifdef _OPENMP
-    const int w = omp_get_thread_num();
-#else
-    const int w = 0;
-#endif
+const int w = thread_id();
     T* acc = w == 0 ? out : partial.data() + (w - 1) * size;
     std::fill(acc, acc + size, T(0));
     body(N * w / workers, N * (w + 1) / workers, acc);
@@ -73,7 +48,6 @@ void sum_over_threads(T* out, int64_t size, int64_t N, int workers, int threads,
     const T* p = partial.data() + (w - 1) * size;
     for (int64_t k = 0; k < size; ++k) out[k] += p[k];
   }
-  blas::set_threads(threads);
 }
 
 // T = 1: rows are examples; rotate a block of rows, square, and add (g̃^∘2)ᵀ (ã^∘2) with one GEMM.

@@ -24,6 +24,7 @@
 
 #include "common/dtype.h"
 #include "cpu/blas.h"
+#include "cpu/dispatch.h"
 
 namespace py = pybind11;
 
@@ -31,24 +32,6 @@ namespace dtda::cpu {
 namespace {
 
 constexpr int64_t kTileBytes = int64_t{4} << 20;  // per-thread workspace target (≈ L2/L3 share)
-
-// Threads worth waking for `flops` of work split into `units` independent pieces: below about a
-// millisecond of work one thread is faster than waking (and, on a loaded machine, waiting for) more.
-int team(double flops, int64_t units, int threads) {
-  if (flops < 3e7) return 1;
-  return int(std::max<int64_t>(1, std::min<int64_t>(threads, units)));
-}
-
-template <typename F>
-void with_float_type(int code, const char* op, F&& fn) {
-  switch (dtype_from_code(code)) {
-    case DType::Float32: fn(float{}); return;
-    case DType::Float64: fn(double{}); return;
-    default:
-      throw std::invalid_argument(std::string(op) + ": the CPU kernel supports float32 and float64, got " +
-                                  dtype_name(dtype_from_code(code)));
-  }
-}
 
 // Row-major output with arbitrary strides: ghost_dot writes [N, Q] (sn = Q, sq = 1), ghost_pairwise
 // reuses the same kernels to write [Q, N] (sn = 1, sq = N).
@@ -86,7 +69,6 @@ void ghost_dot_project(const T* a, const T* g, const T* M, Scores<T> S, int64_t 
   const int64_t wc = std::clamp<int64_t>(kTileBytes / int64_t(sizeof(T)) / (nb * tc), 1, width);
   const int64_t blocks = (N + nb - 1) / nb;
   const int workers = team(cost_project(N, Tn, I, O, Q), blocks, threads);
-  blas::set_threads(1);
 #pragma omp parallel num_threads(workers)
   {
     std::vector<T> P(nb * tc * wc);
@@ -118,7 +100,6 @@ void ghost_dot_project(const T* a, const T* g, const T* M, Scores<T> S, int64_t 
         for (int64_t q = 0; q < Q; ++q) S(n0 + n, q) = acc[n * Q + q];
     }
   }
-  blas::set_threads(threads);
 }
 
 // form: per block of nb examples and chunk of oc output rows, Gt[n] = g_n[:, o0:o1]ᵀ a_n
@@ -132,7 +113,6 @@ void ghost_dot_form(const T* a, const T* g, const T* M, Scores<T> S, int64_t N, 
   const int64_t oc = std::clamp<int64_t>(elems / (nb * I), 1, O);
   const int64_t blocks = (N + nb - 1) / nb;
   const int workers = team(cost_form(N, Tn, I, O, Q), blocks, threads);
-  blas::set_threads(1);
 #pragma omp parallel num_threads(workers)
   {
     std::vector<T> Gt(nb * oc * I);
@@ -154,7 +134,6 @@ void ghost_dot_form(const T* a, const T* g, const T* M, Scores<T> S, int64_t N, 
         for (int64_t q = 0; q < Q; ++q) S(n0 + n, q) = acc[n * Q + q];
     }
   }
-  blas::set_threads(threads);
 }
 
 template <typename T>
@@ -178,7 +157,6 @@ void ghost_pairwise_gram(const T* a_q, const T* g_q, const T* a, const T* g, T* 
   const int64_t qb = std::clamp<int64_t>(elems / (cols * Sq), 1, Q);
   const int64_t nblocks = (N + nb - 1) / nb;
   const int workers = team(2.0 * Q * Sq * N * Tn * (I + O), nblocks, threads);
-  blas::set_threads(1);
 #pragma omp parallel num_threads(workers)
   {
     std::vector<T> Gg(qb * Sq * cols), Ga(qb * Sq * cols);
@@ -201,7 +179,6 @@ void ghost_pairwise_gram(const T* a_q, const T* g_q, const T* a, const T* g, T* 
       }
     }
   }
-  blas::set_threads(threads);
 }
 
 // via_g: G_q = g_qᵀ a_q for every query ([Q, O·I] workspace), then ghost_dot(a, g, G_q) transposed.
@@ -209,12 +186,10 @@ template <typename T>
 void ghost_pairwise_via_g(const T* a_q, const T* g_q, const T* a, const T* g, T* S, int64_t Q,
                           int64_t Sq, int64_t N, int64_t Tn, int64_t I, int64_t O, int threads) {
   std::vector<T> Gq(Q * O * I);
-  blas::set_threads(1);
 #pragma omp parallel for schedule(static) num_threads(team(2.0 * Q * Sq * O * I, Q, threads))
   for (int64_t q = 0; q < Q; ++q)
     blas::gemm(true, false, O, I, Sq, T(1), g_q + q * Sq * O, O, a_q + q * Sq * I, I, T(0),
                Gq.data() + q * O * I, I);
-  blas::set_threads(threads);
   ghost_dot_any(a, g, Gq.data(), Scores<T>{S, 1, N}, N, Tn, I, O, Q, threads);
 }
 

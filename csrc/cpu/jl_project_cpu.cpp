@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/dtype.h"
+#include "cpu/dispatch.h"
 #include "common/philox.h"
 #include "cpu/blas.h"
 
@@ -81,6 +82,7 @@ void project(const T* x, T* y, int64_t N, int64_t P, int64_t k, uint64_t seed, K
     std::fill(y, y + N * k, T(0));
     return;
   }
+  num_threads = team(2.0 * N * P * k, N * k, num_threads);
   const int64_t per_thread = (k + num_threads - 1) / num_threads;
   const int64_t col_block = std::min(kMaxColBlock, std::max<int64_t>(128, (per_thread + 127) / 128 * 128));
   const int64_t col_blocks = (k + col_block - 1) / col_block;
@@ -88,7 +90,6 @@ void project(const T* x, T* y, int64_t N, int64_t P, int64_t k, uint64_t seed, K
       1, std::min((num_threads + col_blocks - 1) / col_blocks, N / kMinRowGroup));
   const int64_t group_rows = (N + row_groups - 1) / row_groups;
   const int64_t tile_rows = std::min(P, std::max<int64_t>(128, kTileEntries / col_block));
-  blas::set_threads(1);
 #pragma omp parallel num_threads(num_threads)
   {
     std::vector<T> tile(static_cast<size_t>(tile_rows * col_block));
@@ -110,7 +111,6 @@ void project(const T* x, T* y, int64_t N, int64_t P, int64_t k, uint64_t seed, K
       }
     }
   }
-  blas::set_threads(num_threads);
   // Divide (not multiply by 1/√k) like the reference, so an identity X reproduces R/√k exactly.
   const T scale = static_cast<T>(std::sqrt(static_cast<double>(k)));
 #pragma omp parallel for schedule(static) num_threads(num_threads)

@@ -11,35 +11,15 @@
 #include <string>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "common/dtype.h"
 #include "cpu/blas.h"
+#include "cpu/dispatch.h"
 
 namespace py = pybind11;
 
 namespace dtda::cpu {
 namespace {
-
-// Threads worth waking for `flops` of work split into `units` independent pieces: below about a
-// millisecond of work one thread is faster than waking (and, on a loaded machine, waiting for) more.
-int team(double flops, int64_t units, int threads) {
-  if (flops < 3e7) return 1;
-  return int(std::max<int64_t>(1, std::min<int64_t>(threads, units)));
-}
-
-template <typename F>
-void with_float_type(int code, const char* op, F&& fn) {
-  switch (dtype_from_code(code)) {
-    case DType::Float32: fn(float{}); return;
-    case DType::Float64: fn(double{}); return;
-    default:
-      throw std::invalid_argument(std::string(op) + ": the CPU kernel supports float32 and float64, got " +
-                                  dtype_name(dtype_from_code(code)));
-  }
-}
 
 // One query: W = V_q QA; X = scale ∘ (QSᵀ W); W = QS X; out_q = W QAᵀ.
 template <typename T>
@@ -58,7 +38,6 @@ void kron_apply(const T* V, const T* QA, const T* QS, const T* scale, T* out, in
   if (Q == 0 || O == 0 || I == 0) return;
   const int64_t OI = O * I;
   const int workers = team(4.0 * Q * OI * (O + I), std::max(Q, I), threads);
-  blas::set_threads(1);
   if (Q >= workers) {
 #pragma omp parallel num_threads(workers)
     {
@@ -75,11 +54,7 @@ void kron_apply(const T* V, const T* QA, const T* QS, const T* scale, T* out, in
     for (int64_t q = 0; q < Q; ++q) {
 #pragma omp parallel num_threads(workers)
       {
-#ifdef _OPENMP
-        const int w = omp_get_thread_num();
-#else
-        const int w = 0;
-#endif
+const int w = thread_id();
         const int64_t c0 = I * w / workers, nc = I * (w + 1) / workers - c0;
         if (nc > 0) {
           blas::gemm(false, false, O, nc, I, T(1), V + q * OI, I, QA + c0, I, T(0), W.data() + c0, I);
@@ -94,7 +69,6 @@ void kron_apply(const T* V, const T* QA, const T* QS, const T* scale, T* out, in
       }
     }
   }
-  blas::set_threads(threads);
 }
 
 }  // namespace

@@ -15,12 +15,10 @@
 #include <string>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "common/dtype.h"
 #include "cpu/blas.h"
+#include "cpu/dispatch.h"
 
 namespace py = pybind11;
 
@@ -30,24 +28,6 @@ namespace {
 constexpr int64_t kBlockBytes = int64_t{4} << 20;  // gathered rows per syrk call
 
 enum class Mask : int { None = 0, Bool = 1, Weight = 2 };
-
-// Threads worth waking for `flops` of work split into `units` independent pieces: below about a
-// millisecond of work one thread is faster than waking (and, on a loaded machine, waiting for) more.
-int team(double flops, int64_t units, int threads) {
-  if (flops < 3e7) return 1;
-  return int(std::max<int64_t>(1, std::min<int64_t>(threads, units)));
-}
-
-template <typename F>
-void with_float_type(int code, const char* op, F&& fn) {
-  switch (dtype_from_code(code)) {
-    case DType::Float32: fn(float{}); return;
-    case DType::Float64: fn(double{}); return;
-    default:
-      throw std::invalid_argument(std::string(op) + ": the CPU kernel supports float32 and float64, got " +
-                                  dtype_name(dtype_from_code(code)));
-  }
-}
 
 // Gathers √|w| x_r rows of one sign and flushes them into C with syrk(alpha = ±1).
 template <typename T>
@@ -76,15 +56,10 @@ void kron_covariance(const T* x, Mask kind, const void* mask, T* C, int64_t R, i
   const bool* keep = static_cast<const bool*>(mask);
   const T* weight = static_cast<const T*>(mask);
   std::vector<T> partial((workers - 1) * D * D);
-  blas::set_threads(1);
   // Each thread adds its contiguous range of rows into its own upper triangle (thread 0's is C).
 #pragma omp parallel num_threads(workers)
   {
-#ifdef _OPENMP
-    const int w = omp_get_thread_num();
-#else
-    const int w = 0;
-#endif
+const int w = thread_id();
     T* acc = w == 0 ? C : partial.data() + (w - 1) * D * D;
     std::fill(acc, acc + D * D, T(0));
     const int64_t lo = R * w / workers, hi = R * (w + 1) / workers;
@@ -113,7 +88,6 @@ void kron_covariance(const T* x, Mask kind, const void* mask, T* C, int64_t R, i
   }
   for (int64_t i = 1; i < D; ++i)
     for (int64_t j = 0; j < i; ++j) C[i * D + j] = C[j * D + i];
-  blas::set_threads(threads);
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // dtda._C: the torch-free CPU module. Each op's file defines its bind_<op> function; this file
 // only collects them and reports how the module was built (python -m dtda info).
 #include <pybind11/pybind11.h>
+
+#include "cpu/blas.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -17,6 +19,7 @@ void bind_seed_moments(pybind11::module_& m);
 PYBIND11_MODULE(_C, m) {
   m.doc() = "dtda native CPU kernels (torch-free; pointers, sizes and dtype codes in)";
   m.attr("__version__") = DTDA_VERSION_INFO;
+  dtda::cpu::blas::set_threads(1);  // kernels parallelise with OpenMP around single-threaded BLAS
 #ifdef _OPENMP
   m.attr("openmp") = true;
   m.def("max_threads", [] { return omp_get_max_threads(); });

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/dtype.h"
+#include "cpu/dispatch.h"
 
 namespace dtda::cpu {
 namespace {
@@ -92,7 +93,7 @@ void moments(const T* m, const T* delta, T* mean_out, T* var_out, T* cov_out, T*
   const int64_t blocks = (NQ + B - 1) / B;
   const double inv_k = 1.0 / static_cast<double>(K), inv_k1 = 1.0 / static_cast<double>(K - 1);
 
-#pragma omp parallel num_threads(num_threads)
+#pragma omp parallel num_threads(team(20.0 * K * NQ, blocks, num_threads))
   {
     std::vector<double> d(K * B), mean(B), var(B), cov(B), sample(K);
     std::vector<int64_t> qs(B);

@@ -174,6 +174,7 @@ def seed_moments(m: Tensor, delta: Tensor) -> SeedMoments:
     var = dc.square().sum(0) / (K - 1)
     cov = (mc * dc).sum(0) / (K - 1)
     after = m.unsqueeze(1) + delta
-    var_increase = after.var(0, correction=1) - m.var(0, correction=1).unsqueeze(0)
+    after_c = after - after.mean(0)
+    var_increase = (after_c.square().sum(0) - mc.square().sum(0)) / (K - 1)
     w2 = (after.sort(0).values - m.sort(0).values.unsqueeze(1)).square().mean(0).sqrt()
     return SeedMoments(mean, var, cov, var_increase, w2)
