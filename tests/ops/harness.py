@@ -98,6 +98,14 @@ def skip_unless_tiny(backend: str, *dims: int) -> None:
         pytest.skip(f"triton interpreter: only shapes with every dimension ≤ {TRITON_MAX_DIM}")
 
 
+def check_all_dtypes(op: str, backend: str, shape: tuple, args: tuple) -> None:
+    """The per-op matrix cell: ``backend`` on ``args`` (drawn for ``shape``) against the float64
+    reference in every dtype the backend is tested in (triton only on tiny shapes)."""
+    skip_unless_tiny(backend, *shape)
+    for dtype in dtypes_for(backend):
+        assert_close_to_reference(op, backend, args, dtype)
+
+
 def native_dtype_rejected(kernel: str, nargs: int) -> None:
     """A native CPU kernel called with the float16 dtype code raises ValueError naming it."""
     from dtda import _native

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from harness import (OPCHECK_QUICK, assert_close_to_reference, dtypes_for, implementations,
-                     native_dtype_rejected, noncontiguous, run, skip_unless_tiny)
+from harness import (OPCHECK_QUICK, assert_close_to_reference, check_all_dtypes, implementations,
+                     native_dtype_rejected, noncontiguous, run)
 
 import dtda.ops
 from dtda.ops.backends import torch_fast
@@ -33,9 +33,7 @@ def inputs(N, T, I, O):
 @pytest.mark.parametrize("backend", implementations(OP))
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_matches_reference(backend, shape):
-    skip_unless_tiny(backend, *shape)
-    for dtype in dtypes_for(backend):
-        assert_close_to_reference(OP, backend, inputs(*shape), dtype)
+    check_all_dtypes(OP, backend, shape, inputs(*shape))
 
 
 @pytest.mark.parametrize("backend", implementations(OP))
