@@ -68,3 +68,22 @@ def test_info_command_lists_every_op():
     for op in registry.OPS:
         assert op in out.stdout
     assert "dtda._C" in out.stdout and "triton" in out.stdout
+
+
+def test_kernel_limits_steer_automatic_selection_and_refuse_forced_runs():
+    # A fake top-priority backend whose kernel refuses more than 3 seeds.
+    registry.add_backend(registry.Backend(
+        name="limited", priority=99, devices=frozenset({"cpu"}), dtypes=frozenset({torch.float64}),
+        unavailable=lambda: ""))
+    try:
+        registry.register("seed_moments", "limited", accepts=lambda m, d: "" if m.shape[0] <= 3 else "K > 3")(
+            lambda m, d: dtda.ops.reference.seed_moments(m, d))
+        small, large = torch.randn(3, 2, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+        dtda.ops.seed_moments(small, torch.randn(3, 4, 2, dtype=torch.float64))
+        assert dtda.ops.last_backend("seed_moments") == "limited"
+        dtda.ops.seed_moments(large, torch.randn(5, 4, 2, dtype=torch.float64))
+        assert dtda.ops.last_backend("seed_moments") not in ("limited", None)
+        with registry.use_backend("limited"), pytest.raises(RuntimeError, match="K > 3"):
+            dtda.ops.seed_moments(large, torch.randn(5, 4, 2, dtype=torch.float64))
+    finally:
+        registry._BACKENDS.pop("limited")

@@ -39,6 +39,9 @@ class Backend:
     unavailable: Callable[[], str]
     auto: bool = True  # False: only runs when forced (e.g. Triton's CPU interpreter)
     ops: dict[str, Callable] = field(default_factory=dict)
+    # op -> fn(*args) returning '' when this backend accepts these arguments, else why not
+    # (kernel limits such as a maximum number of seeds).
+    limits: dict[str, Callable[..., str]] = field(default_factory=dict)
 
     def supports(self, device: torch.device, dtype: torch.dtype) -> str:
         """'' if this backend can run on ``device`` with ``dtype``, else why not."""
@@ -65,13 +68,17 @@ def backends() -> dict[str, Backend]:
     return dict(_BACKENDS)
 
 
-def register(op: str, backend: str) -> Callable[[Callable], Callable]:
-    """Decorator: ``fn`` implements ``op`` for ``backend``."""
+def register(op: str, backend: str, accepts: Callable[..., str] | None = None) -> Callable[[Callable], Callable]:
+    """Decorator: ``fn`` implements ``op`` for ``backend``. ``accepts(*args)`` (optional) returns
+    '' when the kernel can take these arguments, else the reason; automatic selection then
+    falls through to the next backend and a forced selection raises with that reason."""
     if op not in OPS:
         raise ValueError(f"unknown op {op!r}; ops are {list(OPS)}")
 
     def deco(fn: Callable) -> Callable:
         _BACKENDS[backend].ops[op] = fn
+        if accepts is not None:
+            _BACKENDS[backend].limits[op] = accepts
         return fn
 
     return deco
@@ -95,37 +102,45 @@ def use_backend(name: str | None) -> Iterator[None]:
         _state.forced = previous
 
 
-def candidates(op: str, device: torch.device, dtype: torch.dtype) -> list[str]:
-    """Backends able to run ``op`` here now, in automatic-selection order."""
+def _refusal(backend: Backend, op: str, args: tuple | None) -> str:
+    limit = backend.limits.get(op)
+    return limit(*args) if limit is not None and args is not None else ""
+
+
+def candidates(op: str, device: torch.device, dtype: torch.dtype, args: tuple | None = None) -> list[str]:
+    """Backends able to run ``op`` here now (on ``args`` when given), in automatic-selection order."""
     ordered = sorted(_BACKENDS.values(), key=lambda b: -b.priority)
     return [b.name for b in ordered
-            if op in b.ops and not b.unavailable() and not b.supports(device, dtype)]
+            if op in b.ops and not b.unavailable() and not b.supports(device, dtype)
+            and not _refusal(b, op, args)]
 
 
-def select(op: str, device: torch.device, dtype: torch.dtype) -> tuple[str, Callable]:
-    """The backend that runs ``op`` on this device and dtype, honouring a forced choice."""
+def select(op: str, device: torch.device, dtype: torch.dtype, args: tuple | None = None) -> tuple[str, Callable]:
+    """The backend that runs ``op`` on this device and dtype (and ``args`` when given),
+    honouring a forced choice."""
     name = forced()
     if name is not None:
         backend = _BACKENDS.get(name)
         if backend is None:
             raise RuntimeError(f"DTDA_BACKEND={name!r} is not a backend; backends are {sorted(_BACKENDS)}")
         reason = (backend.unavailable() or backend.supports(device, dtype)
-                  or ("" if op in backend.ops else f"backend {name!r} does not implement {op}"))
+                  or ("" if op in backend.ops else f"backend {name!r} does not implement {op}")
+                  or _refusal(backend, op, args))
         if reason:
             raise RuntimeError(f"dtda.ops.{op}: forced backend {name!r} cannot run: {reason}")
         return name, backend.ops[op]
-    for name in candidates(op, device, dtype):
+    for name in candidates(op, device, dtype, args):
         if _BACKENDS[name].auto:
             return name, _BACKENDS[name].ops[op]
     raise RuntimeError(f"dtda.ops.{op}: no backend runs on {device.type} with {dtype}")
 
 
-def dispatch(op: str, *args, **kwargs):
+def dispatch(op: str, *args):
     """Run ``op`` on the selected backend; the first tensor argument fixes device and dtype."""
     first = next(a for a in args if isinstance(a, torch.Tensor))
-    name, fn = select(op, first.device, first.dtype)
+    name, fn = select(op, first.device, first.dtype, args)
     _last[op] = name
-    return fn(*args, **kwargs)
+    return fn(*args)
 
 
 def last_backend(op: str) -> str | None:

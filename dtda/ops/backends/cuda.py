@@ -6,7 +6,7 @@ caching allocator). Each kernel plans its own work (contraction order, chunks of
 split reductions) and says how much workspace that plan needs (``<op>_workspace``). All dtypes
 run: float16/bfloat16 inputs are read as float32 and accumulate in float32, float32 and float64
 accumulate in their own precision. Limit: seed_moments sorts at most ``SEED_MOMENTS_MAX_K``
-(256) seeds per thread and raises ValueError above it.
+(256) seeds per thread; above it automatic selection moves on to the next backend.
 """
 
 from __future__ import annotations
@@ -130,15 +130,17 @@ def jl_project(x: Tensor, k: int, seed: int, kind: str) -> Tensor:
     return out
 
 
-@register("seed_moments", "cuda")
+def _seed_moments_fits(m: Tensor, delta: Tensor) -> str:
+    limit = _native.load_cuda().SEED_MOMENTS_MAX_K
+    return "" if m.shape[0] <= limit else f"it sorts at most {limit} seeds per thread, got K = {m.shape[0]}"
+
+
+@register("seed_moments", "cuda", accepts=_seed_moments_fits)
 def seed_moments(m: Tensor, delta: Tensor) -> reference.SeedMoments:
     m, delta = m.contiguous(), delta.contiguous()
     K, N, Q = delta.shape
     with torch.cuda.device(m.device):
         C, code, device, stream = _launch(m)
-        if K > C.SEED_MOMENTS_MAX_K:
-            raise ValueError(f"seed_moments: the cuda backend sorts at most {C.SEED_MOMENTS_MAX_K} seeds per "
-                             f"thread, got K = {K}; use dtda.ops.use_backend('torch') for more seeds")
         outs = [alloc.empty((N, Q), result_dtype(m.dtype), m.device) for _ in reference.SeedMoments._fields]
         ws = _workspace(K * Q, m)
         C.seed_moments(m.data_ptr(), delta.data_ptr(), *(o.data_ptr() for o in outs), ws.data_ptr(),

@@ -82,7 +82,12 @@ def jl_project(x, k, seed, kind):
         return jl.jl_project(x, k, seed, kind)
 
 
-@register("seed_moments", "triton")
+def _seed_moments_fits(m, delta) -> str:
+    from dtda.kernels.moments import K_MAX
+    return "" if m.shape[0] <= K_MAX else f"it holds at most {K_MAX} seeds in registers, got K = {m.shape[0]}"
+
+
+@register("seed_moments", "triton", accepts=_seed_moments_fits)
 def seed_moments(m, delta):
     from dtda.kernels import moments
     with _on(delta.device):
