@@ -1,8 +1,8 @@
 """dtda: distributional training data attribution.
 
 How would the *distribution* of a measurement over training runs (seeds) change if a training
-example were removed? dtda trains seeded ensembles, computes per-seed removal effects (unrolled
-differentiation, influence functions) and reports distributional statistics: mean shift,
+example were removed? dtda trains seeded ensembles, computes per-seed removal effects (exact unrolled
+differentiation through each seed's training run) and reports distributional statistics: mean shift,
 variance increase, Wasserstein distance, quantile shifts. Importing dtda never fails for want of
 native code; ops that need it explain what is missing.
 """
@@ -21,5 +21,5 @@ from dtda import measure  # noqa: E402
 from dtda.train import SGD, AdamW, Ensemble, Recipe, retrain, train_ensemble  # noqa: E402
 from dtda.attribute import unroll  # noqa: E402
 
-__all__ = ["ops", "__version__", "SeedSamples", "Distributional", "distributional", "measure", "Recipe", "SGD", "AdamW", "Ensemble", "train_ensemble",
-           "retrain", "unroll"]
+__all__ = ["ops", "__version__", "SeedSamples", "Distributional", "distributional", "measure", "Recipe",
+           "SGD", "AdamW", "Ensemble", "train_ensemble", "retrain", "unroll"]
