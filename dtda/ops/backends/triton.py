@@ -8,6 +8,7 @@ interpreter is for tests, never for automatic selection.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
 import os
 
@@ -40,55 +41,32 @@ def _on(device: torch.device) -> contextlib.AbstractContextManager:
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
-@register("kron_covariance", "triton")
-def kron_covariance(x, mask):
-    from dtda.kernels import kron
-    with _on(x.device):
-        return kron.kron_covariance(x, mask)
-
-
-@register("ghost_dot", "triton")
-def ghost_dot(a, g, M):
-    from dtda.kernels import ghost
-    with _on(a.device):
-        return ghost.ghost_dot(a, g, M)
-
-
-@register("ghost_pairwise", "triton")
-def ghost_pairwise(a_q, g_q, a, g):
-    from dtda.kernels import ghost
-    with _on(a.device):
-        return ghost.ghost_pairwise(a_q, g_q, a, g)
-
-
-@register("ekfac_eigvals", "triton")
-def ekfac_eigvals(a, g, QA, QS):
-    from dtda.kernels import ekfac
-    with _on(a.device):
-        return ekfac.ekfac_eigvals(a, g, QA, QS)
-
-
-@register("kron_apply", "triton")
-def kron_apply(V, QA, QS, scale):
-    from dtda.kernels import kron
-    with _on(V.device):
-        return kron.kron_apply(V, QA, QS, scale)
-
-
-@register("jl_project", "triton")
-def jl_project(x, k, seed, kind):
-    from dtda.kernels import jl
-    with _on(x.device):
-        return jl.jl_project(x, k, seed, kind)
-
-
 def _seed_moments_fits(m, delta) -> str:
     from dtda.kernels.moments import K_MAX
     return "" if m.shape[0] <= K_MAX else f"it holds at most {K_MAX} seeds in registers, got K = {m.shape[0]}"
 
 
-@register("seed_moments", "triton", accepts=_seed_moments_fits)
-def seed_moments(m, delta):
-    from dtda.kernels import moments
-    with _on(delta.device):
-        return moments.seed_moments(m, delta)
+# op -> (module of dtda.kernels holding its launcher, argument limit or None)
+_LAUNCHERS = {
+    "kron_covariance": ("kron", None),
+    "ghost_dot": ("ghost", None),
+    "ghost_pairwise": ("ghost", None),
+    "ekfac_eigvals": ("ekfac", None),
+    "kron_apply": ("kron", None),
+    "jl_project": ("jl", None),
+    "seed_moments": ("moments", _seed_moments_fits),
+}
+
+
+def _launcher(op: str, module: str):
+    def launch(*args):
+        kernels = importlib.import_module(f"dtda.kernels.{module}")
+        device = next(a for a in args if isinstance(a, torch.Tensor)).device
+        with _on(device):
+            return getattr(kernels, op)(*args)
+    launch.__name__ = op
+    return launch
+
+
+for _op, (_module, _accepts) in _LAUNCHERS.items():
+    register(_op, "triton", accepts=_accepts)(_launcher(_op, _module))
