@@ -258,7 +258,9 @@ def hvp_and_scores(nodes: list[Node], step: Step, params: Params, fb: Pass, c: P
                 z += c[node.bias].unsqueeze(1)
             r = z
         elif fb.slopes[i] is not None:
-            r = r * fb.slopes[i]
+            # r is this function's own tensor: scale it in place (fresh [Q, B, width] tensors
+            # cost page faults) unless the curvature term still needs R(u)
+            r = r.mul_(fb.slopes[i]) if fb.curvatures[i] is None else r * fb.slopes[i]
     scores = (r * fb.dloss).sum(-1)  # ℓ'(f_n)ᵀ R(f_n)
     rd = _loss_hvp(step.recipe.loss_name, fb.out, r) * fb.scale.unsqueeze(1)  # R(δ_f)
     lam = decay(step)
@@ -282,7 +284,7 @@ def hvp_and_scores(nodes: list[Node], step: Step, params: Params, fb: Pass, c: P
             if fb.curvatures[i] is not None:
                 term = fb.curvatures[i] * fb.deltas[i] * r_in[i]  # s''(u) R(u) δ_v
             if fb.slopes[i] is not None:
-                rd = rd * fb.slopes[i]
+                rd = rd.mul_(fb.slopes[i])
             if fb.curvatures[i] is not None:
-                rd = rd + term
+                rd = rd.add_(term)
     return scores

@@ -39,7 +39,7 @@ from dtda.train.step import Step
 ROUTES = ("auto", "generic", "mlp", "ghost", "double-backward")
 
 
-def _generic(step: Step, params: Params, state: State, x, y, w, t, lam, chunk_size, layers):
+def _generic(step: Step, params: Params, state: State, x, y, w, t, lam, chunk_size, layers, scratch):
     def phi(p, s, wb):
         p2, s2, _ = step.phi(p, s, x, y, wb, t)
         return p2, s2
@@ -49,22 +49,24 @@ def _generic(step: Step, params: Params, state: State, x, y, w, t, lam, chunk_si
     return (lp, ls), lw
 
 
-def _eager(step: Step, params: Params, state: State, x, y, w, t, lam, chunk_size, layers):
-    """The ``ghost`` route (``layers``: the Linear layers) or ``double-backward`` (None)."""
+def _eager(step: Step, params: Params, state: State, x, y, w, t, lam, chunk_size, layers, scratch):
+    """The ``ghost`` route (``layers``: the Linear layers) or ``double-backward`` (None).
+    Consumes ``lam`` (the optimiser's adjoint runs in place, in ``scratch``)."""
     factors = ghost.capture(step, layers or [], params, x, y, w, t, weights_leaf=layers is None)
     grads = {k: d.detach() for k, d in factors.grads.items()}
-    lp, ls, ld = step.update_adjoint(params, state, grads, t, *lam)
+    lp, ls, ld = step.update_adjoint(params, state, grads, t, *lam, scratch)
     hu, lw = factors.hvp(ld, chunk_size)
     if layers is not None:
         lw = ghost.scores(layers, factors, ld).T / w.shape[0]
     return ({k: lp[k] + hu[k] for k in lp}, ls), lw
 
 
-def _mlp(step: Step, params: Params, state: State, x, y, w, t, lam, chunk_size, nodes):
+def _mlp(step: Step, params: Params, state: State, x, y, w, t, lam, chunk_size, nodes, scratch):
     """The ``mlp`` route: hand-derived batched R-operator passes (:mod:`dtda.attribute.mlp`).
-    Consumes ``lam``: H_t λ_d is accumulated in place into the θ-adjoint."""
+    Consumes ``lam``: the optimiser's adjoint runs in place (in ``scratch``) and H_t λ_d is
+    accumulated in place into the θ-adjoint."""
     fb = mlp.forward_backward(nodes, step, params, x, y, w, t)
-    lp, ls, ld = step.update_adjoint(params, state, fb.grads, t, *lam)
+    lp, ls, ld = step.update_adjoint(params, state, fb.grads, t, *lam, scratch)
     q = next(iter(ld.values())).shape[0]
     chunk = chunk_size or q
     scores = [mlp.hvp_and_scores(nodes, step, params, fb, {k: v[lo:lo + chunk] for k, v in ld.items()},
@@ -113,12 +115,14 @@ def reverse(step: Step, data: Data, member: Member, measure, route: str = "auto"
     n = len(data)
     weights = member.weights(n, step.recipe.dtype)
     m, grad_m = measurement_gradient(step, measure, member.params)
+    grad_m = {k: g.contiguous() for k, g in grad_m.items()}  # updated in place by the sweep
     final_state = rec.checkpoints[rec.steps][1]
     q = m.shape[0]
     lam = (grad_m, {slot: {k: v.new_zeros((q,) + v.shape) for k, v in vals.items()}
                     for slot, vals in final_state.items()})
     engine, layers = choose_route(route, step, member.params, data.X.dim())
     delta = torch.zeros(n, q, dtype=m.dtype)
+    scratch: dict = {}  # the optimiser adjoint's buffers, reused by every step
     marks = sorted(rec.checkpoints)
     for start, stop in reversed(list(zip(marks[:-1], marks[1:]))):
         states = replay(step, data, member, start, stop, weights)
@@ -126,7 +130,7 @@ def reverse(step: Step, data: Data, member: Member, measure, route: str = "auto"
             params, state = states[t - start]
             idx = rec.batches[t]
             lam, lw = engine(step, params, state, data.X[idx], data.y[idx], weights[idx], t, lam,
-                             chunk_size, layers)
+                             chunk_size, layers, scratch)
             delta.index_add_(0, idx, lw.T, alpha=-1.0)
         del states
     return m, delta

@@ -87,19 +87,27 @@ class SGD:
         return {k: p - lr * direction[k] for k, p in params.items()}, {"v": v}
 
     def adjoint(self, params: Params, state: State, grads: Params, lr: float, t: int,
-                cot_params: Params, cot_state: State):
+                cot_params: Params, cot_state: State, scratch: dict | None = None):
         """The vjp of :meth:`update` in closed form, for cotangents with a leading batch dim [Q]:
-        returns the cotangents of (params, state, grads)."""
+        returns the cotangents of (params, state, grads). ``scratch``: see :func:`adjoint_buffers`."""
+        cot_params, cot_state, scratch = adjoint_buffers(cot_params, cot_state, scratch)
         if self.momentum == 0.0:
-            return dict(cot_params), {}, {k: -lr * c for k, c in cot_params.items()}
+            return cot_params, {}, {k: torch.mul(c, -lr, out=_buffer(scratch, k, c)) for k, c in cot_params.items()}
         mu = self.momentum
-        total_v, cot_grads = {}, {}
+        new_v, cot_grads = {}, {}
         for k, c in cot_params.items():
             # v' feeds θ' (through −ηv', or −ημv' with Nesterov) and the next step's state
-            cv = torch.add(cot_state["v"][k], c, alpha=-(lr * mu if self.nesterov else lr))  # one pass
-            total_v[k] = cv
-            cot_grads[k] = torch.add(cv, c, alpha=-lr) if self.nesterov else cv
-        return dict(cot_params), {"v": {k: mu * cv for k, cv in total_v.items()}}, cot_grads
+            cv = cot_state["v"][k].add_(c, alpha=-(lr * mu if self.nesterov else lr))
+            if self.nesterov:
+                cot_grads[k] = torch.add(cv, c, alpha=-lr, out=_buffer(scratch, k, c))
+                new_v[k] = cv.mul_(mu)
+            else:
+                # cv is the gradient cotangent and μ·cv the state's: the two buffers swap roles
+                # every call (cv is free again once the caller is done with this step)
+                cot_grads[k] = cv
+                new_v[k] = torch.mul(cv, mu, out=_buffer(scratch, k, c))
+                scratch[k] = cv
+        return cot_params, {"v": new_v}, cot_grads
 
 
 @dataclass(frozen=True)
@@ -151,14 +159,16 @@ class AdamW:
         return new, {"m": m, "v": v}
 
     def adjoint(self, params: Params, state: State, grads: Params, lr: float, t: int,
-                cot_params: Params, cot_state: State):
+                cot_params: Params, cot_state: State, scratch: dict | None = None):
         """The vjp of :meth:`update` in closed form, for cotangents with a leading batch dim [Q]:
-        returns the cotangents of (params, state, grads). Where v' = 0 the √v' term is masked."""
+        returns the cotangents of (params, state, grads). Where v' = 0 the √v' term is masked.
+        ``scratch``: see :func:`adjoint_buffers`."""
+        cot_params, cot_state, scratch = adjoint_buffers(cot_params, cot_state, scratch)
         b1, b2 = self.betas
         step = t + 1
         scale = lr / (1.0 - b1**step)
         root_bias2 = math.sqrt(1.0 - b2**step)
-        cot_p, cot_m, cot_v, cot_d = {}, {}, {}, {}
+        cot_m, cot_v, cot_d = {}, {}, {}
         for k, c in cot_params.items():
             d = grads[k]
             m = b1 * state["m"][k] + (1.0 - b1) * d
@@ -166,17 +176,39 @@ class AdamW:
             positive = v > 0
             root = _safe_sqrt(v)
             denom = root / root_bias2 + self.eps
-            cm = cot_state["m"][k] - c * (scale / denom)
+            cm = cot_state["m"][k].addcmul_(c, scale / denom, value=-1.0)
             # ∂θ'/∂v' = scale · m' / denom² · 1/(2 √v' √(1−β₂ᵗ)), 0 where v' = 0
             dv = torch.where(positive, scale * m / (denom.square() * 2.0 * root_bias2 *
                                                      torch.where(positive, root, torch.ones_like(root))),
                              torch.zeros_like(v))
-            cv = cot_state["v"][k] + c * dv
-            cot_p[k] = c * (1.0 - lr * self.weight_decay)
-            cot_m[k] = b1 * cm
-            cot_v[k] = b2 * cv
-            cot_d[k] = (1.0 - b1) * cm + 2.0 * (1.0 - b2) * d * cv
-        return cot_p, {"m": cot_m, "v": cot_v}, cot_d
+            cv = cot_state["v"][k].addcmul_(c, dv)
+            cot_d[k] = torch.mul(cm, 1.0 - b1, out=_buffer(scratch, k, c)).addcmul_(cv, d, value=2.0 * (1.0 - b2))
+            c.mul_(1.0 - lr * self.weight_decay)
+            cot_m[k] = cm.mul_(b1)
+            cot_v[k] = cv.mul_(b2)
+        return cot_params, {"m": cot_m, "v": cot_v}, cot_d
+
+
+def adjoint_buffers(cot_params: Params, cot_state: State, scratch: dict | None):
+    """The buffers an optimiser's ``adjoint`` computes in.
+
+    The adjoints of reverse mode are Q·|θ| tensors: allocating fresh ones every step costs more
+    than the arithmetic (page faults on large allocations). With ``scratch`` (a dict the caller
+    keeps across the calls of one sweep, initially empty) ``adjoint`` consumes its cotangent
+    arguments, writing the results into their storage and into buffers kept in ``scratch``; the
+    returned gradient cotangent is valid until the next call. Without it the arguments are left
+    untouched (copied first), with bit-identical results.
+    """
+    if scratch is not None:
+        return cot_params, cot_state, scratch
+    copy = {k: c.clone() for k, c in cot_params.items()}
+    return copy, {slot: {k: c.clone() for k, c in vals.items()} for slot, vals in cot_state.items()}, {}
+
+
+def _buffer(scratch: dict, key: str, like: Tensor) -> Tensor:
+    if key not in scratch:
+        scratch[key] = torch.empty_like(like)
+    return scratch[key]
 
 
 Optimizer = SGD | AdamW

@@ -88,9 +88,11 @@ class Step:
         return self.recipe.optimizer.update(params, state, grads, self.lr(t), t)
 
     def update_adjoint(self, params: Params, state: State, grads: Params, t: int,
-                       cot_params: Params, cot_state: State):
-        """Cotangents of (θ, state, d) from those of (θ', state') [Q, ...]: the optimiser's vjp."""
-        return self.recipe.optimizer.adjoint(params, state, grads, self.lr(t), t, cot_params, cot_state)
+                       cot_params: Params, cot_state: State, scratch: dict | None = None):
+        """Cotangents of (θ, state, d) from those of (θ', state') [Q, ...]: the optimiser's vjp
+        (with ``scratch``, in place: :func:`dtda.train.optim.adjoint_buffers`)."""
+        return self.recipe.optimizer.adjoint(params, state, grads, self.lr(t), t, cot_params, cot_state,
+                                             scratch)
 
     def phi(self, params: Params, state: State, x: Tensor, y: Tensor, w: Tensor, t: int):
         """Φ_t for ``torch.func``: (θ_t, state_t, w_B) -> (θ_{t+1}, state_{t+1}, losses [B])."""

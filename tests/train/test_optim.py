@@ -102,3 +102,33 @@ def test_closed_form_adjoint_equals_vjp(ours):
     for e, g in zip(torch.utils._pytree.tree_leaves(expected), torch.utils._pytree.tree_leaves(got)):
         assert torch.isfinite(g).all()
         torch.testing.assert_close(g, e, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("ours", [SGD(0.1), SGD(0.1, momentum=0.9), SGD(0.1, momentum=0.8, nesterov=True),
+                                  AdamW(0.01, weight_decay=0.1)], ids=["sgd", "momentum", "nesterov", "adamw"])
+def test_adjoint_in_scratch_buffers_equals_functional_adjoint(ours):
+    """Three chained adjoint steps: in place with one scratch dict (as a reverse sweep runs them)
+    is bit-identical to the functional form, which leaves its arguments untouched."""
+    gen = torch.Generator().manual_seed(3)
+    params = {"w": torch.randn(3, 4, generator=gen, dtype=torch.float64)}
+    state = ours.init(params)
+    grads = {"w": torch.randn(3, 4, generator=gen, dtype=torch.float64)}
+    params, state = ours.update(params, state, grads, 0.1, 0)
+    cot = ({"w": torch.randn(5, 3, 4, generator=gen, dtype=torch.float64)},
+           {slot: {"w": torch.randn(5, 3, 4, generator=gen, dtype=torch.float64)} for slot in state})
+    functional = inplace = cot
+    functional_args = torch.utils._pytree.tree_map(torch.clone, cot)
+    scratch: dict = {}
+    for t in range(1, 4):
+        fp, fs, fd = ours.adjoint(params, state, grads, 0.07, t, *functional)
+        ip, is_, id_ = ours.adjoint(params, state, grads, 0.07, t,
+                                    *torch.utils._pytree.tree_map(torch.clone, inplace) if t == 1 else inplace,
+                                    scratch=scratch)
+        for e, g in zip(torch.utils._pytree.tree_leaves((fp, fs, fd)), torch.utils._pytree.tree_leaves((ip, is_, id_))):
+            assert torch.equal(e, g)
+        if t == 1:
+            for e, g in zip(torch.utils._pytree.tree_leaves(cot), torch.utils._pytree.tree_leaves(functional_args)):
+                assert torch.equal(e, g)  # the functional form did not write into its arguments
+        functional, inplace = (fp, fs), (ip, is_)
+        fp["w"].add_(fd["w"])  # the caller accumulates into the θ-cotangent, as the routes do
+        ip["w"].add_(id_["w"])
