@@ -7,7 +7,8 @@ an implementation run in dtype d passes when
 
 with c = 3 (accumulation order differs between implementations) and eps_d a floor per dtype
 (below), so no hand-tuned atol per test. Outputs are poisoned (NaN) before every run, so an
-unwritten element fails.
+unwritten element fails, and surrounded by NaN guards checked after it, so a write past their
+ends fails; inputs sit between NaN guards, so a read past their ends makes the result NaN.
 """
 
 from __future__ import annotations
@@ -42,7 +43,11 @@ def implementations(op: str, device: str = "cpu") -> list:
 
 
 def run(op: str, backend: str, *args, **kwargs):
-    """Run public op ``op`` forced onto ``backend`` with poisoned outputs; check it ran there."""
+    """Run public op ``op`` forced onto ``backend`` with guarded inputs and poisoned outputs
+    (:mod:`dtda.ops.alloc`); check it ran there."""
+    args = [alloc.guarded(a) if isinstance(a, torch.Tensor) else a for a in args]
+    kwargs = {k: alloc.guarded(a) if isinstance(a, torch.Tensor) and k != "out" else a  # out: by identity
+              for k, a in kwargs.items()}
     with registry.use_backend(backend), alloc.poisoned():
         out = getattr(dtda.ops, op)(*args, **kwargs)
     assert registry.last_backend(op) == backend

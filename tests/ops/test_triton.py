@@ -26,11 +26,12 @@ DTYPES = [torch.float32, torch.float16]
 
 
 def randn(*shape: int) -> torch.Tensor:
-    return torch.randn(*shape, device=DEVICE)
+    """Normal samples between NaN guards: a read past the end makes the result NaN."""
+    return alloc.guarded(torch.randn(*shape, device=DEVICE))
 
 
 def orthogonal(n: int) -> torch.Tensor:
-    return torch.linalg.qr(torch.randn(n, n, dtype=torch.float64))[0].float().to(DEVICE)
+    return alloc.guarded(torch.linalg.qr(torch.randn(n, n, dtype=torch.float64))[0].float().to(DEVICE))
 
 
 def close_to_float64(got: torch.Tensor, ref64: torch.Tensor, rel: float = 1e-5) -> None:
