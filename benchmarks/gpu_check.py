@@ -9,7 +9,7 @@ print a short table last.
    then a direct CMake build into ``build/gpu`` whose modules are copied into ``dtda/``. Each
    attempt and why it failed is printed; missing build tools are named.
 2. Correctness, never skipped: each op on awkward shapes, forced onto each backend with poisoned
-   (NaN) outputs, against the float64 reference, with the rule of tests/ops/harness.py:
+   (NaN) outputs and NaN guard zones around inputs and outputs (dtda.ops.alloc), against the float64 reference, with the rule of tests/ops/harness.py:
    ``max|impl − ref64| ≤ 3·max|ref_dtype − ref64| + eps_dtype·max(1, max|ref64|)``. float32 and
    float64 (cuda, torch), float16 and bfloat16 (cuda, triton, torch). Rademacher projections are
    also checked bit for bit. Every case prints PASS/FAIL/SKIP with its error and bound.
@@ -327,8 +327,9 @@ def _check(task: dict) -> dict:
     args64 = tuple(a.cuda() if isinstance(a, torch.Tensor) else a for a in args64)
     cast = tuple(a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args64)
     fn = getattr(dtda.ops, op)
-    with registry.use_backend(backend), alloc.poisoned():
-        got = fn(*cast)
+    guarded = tuple(alloc.guarded(a) if isinstance(a, torch.Tensor) else a for a in cast)  # reads past ends -> NaN
+    with registry.use_backend(backend), alloc.poisoned():  # writes past ends -> AssertionError
+        got = fn(*guarded)
     torch.cuda.synchronize()
     if registry.last_backend(op) != backend:
         return dict(status="FAIL", detail=f"ran on {registry.last_backend(op)!r}, not {backend!r}")
