@@ -108,8 +108,14 @@ inline void check_workspace(const char* op, int64_t given, int64_t needed) {
 }
 
 // How many accumulator elements a workspace may hold: chunked ops size their chunks to this.
-constexpr int64_t kWorkspaceBytes = int64_t{1} << 30;
+// 1 GiB; under the host emulation (csrc/cuda_host) tests shrink it, so that small shapes run
+// the loops over chunks of examples more than once.
+#ifdef DTDA_CUDA_EMULATION
+inline int64_t workspace_bytes() { return ::dtda::emu::workspace_bytes(); }
+#else
+constexpr int64_t workspace_bytes() { return int64_t{1} << 30; }
+#endif
 template <typename Acc>
-constexpr int64_t workspace_budget() { return kWorkspaceBytes / static_cast<int64_t>(sizeof(Acc)); }
+inline int64_t workspace_budget() { return workspace_bytes() / static_cast<int64_t>(sizeof(Acc)); }
 
 }  // namespace dtda::cuda
