@@ -2,8 +2,11 @@
 
 Each op runs in a fresh subprocess that first calls every implementation once on a tiny shape
 (lazy imports, thread pools), then for each shape (float32 inputs) and each available CPU
-implementation (torch, cpp, then reference) measures one call's peak memory (see
-:mod:`benchmarks.common`) and the median of up to ``--repeats`` timed calls. Printed per row:
+implementation (torch, cpp, the anchor tools' own code, then reference) measures one call's peak
+memory (see :mod:`benchmarks.common`) and the median of up to ``--repeats`` timed calls. The
+anchor rows (``trak``, ``dattri``, ``kronfluence``, ``bergson``; adapters in
+:mod:`benchmarks.anchors`) appear where the anchor is installed; the run prints which are
+unavailable and why. Printed per row:
 
 - ``median``: median wall time of the timed calls;
 - ``×torch``: speedup over the ``torch`` backend (the best pure-PyTorch formulation):
@@ -15,12 +18,16 @@ implementation (torch, cpp, then reference) measures one call's peak memory (see
   measured in this run;
 - ``peak``: the peak resident-memory increase during one call (outputs, intermediates and
   workspaces; inputs are excluded);
-- ``sum``: a checksum of the output; implementations that disagree are flagged ``MISMATCH``.
+- ``note``: ``Δ``, the largest difference from the ``torch`` backend's output relative to its
+  largest entry; above :data:`AGREE_RTOL` the row is flagged ``MISMATCH``. Anchors whose random
+  matrices differ from dtda's (jl_project) are checked for shape and scale instead
+  (:func:`benchmarks.anchors.jl_check`). Anchor rows also give t_anchor over the time of dtda's
+  fastest non-reference implementation, and a summary table of those ratios closes the run.
 
 The reference is skipped (with the reason printed) where its estimated memory exceeds 8 GiB or
 its estimated time 30 s. Flags: ``--quick`` (small shapes, about a minute), ``--ops a,b``,
 ``--max-dim D`` (drop shapes with a layer width above D), ``--max-gflop G`` (drop shapes whose
-FLOP model exceeds G GFLOP), ``--repeats R``, ``--threads K``, ``--csv PATH``.
+FLOP model exceeds G GFLOP), ``--repeats R``, ``--threads K``, ``--csv PATH``, ``--no-anchors``.
 """
 
 from __future__ import annotations
@@ -28,7 +35,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import os
 import platform
 import subprocess
@@ -41,11 +47,14 @@ import torch
 
 import dtda
 import dtda.ops
+from benchmarks import anchors
 
 GiB = 1 << 30
 REFERENCE_MAX_BYTES = 8 * GiB
 REFERENCE_MAX_SECONDS = 30.0
 IMPLEMENTATIONS = ("reference", "torch", "cpp")
+# float32 results summed in different orders (up to N·T = 5·10⁵ terms): measured Δ ≤ 3e-6.
+AGREE_RTOL = 1e-4
 
 
 def _orthogonal(n: int) -> torch.Tensor:
@@ -169,15 +178,26 @@ def _input_bytes(args: tuple) -> int:
 _CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
 
 
+def _rel_diff(out, base) -> float:
+    """Largest |out − base| relative to the largest |base|, over every output tensor."""
+    pairs = zip(out, base) if isinstance(out, tuple) else [(out, base)]
+    return max(float((o.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-30))
+               for o, b in pairs)
+
+
 def _child(request: dict) -> list[dict]:
     from benchmarks.common import median_time, peak_rss_delta
 
-    spec = SPECS[request["op"]]
-    fn = getattr(dtda.ops, request["op"])
+    op = request["op"]
+    spec = SPECS[op]
+    fn = getattr(dtda.ops, op)
     if request["threads"]:
         torch.set_num_threads(request["threads"])
 
     def caller(impl: str, args: tuple) -> Callable[[], object]:
+        if impl in request["anchors"]:
+            return anchors.make(op, impl, *args)
+
         def call():
             with dtda.ops.use_backend(impl):
                 return fn(*args)
@@ -190,19 +210,26 @@ def _child(request: dict) -> list[dict]:
     for shape, skip in zip(request["shapes"], request["skips"]):
         torch.manual_seed(0)
         args = spec.make(shape)
+        base = None  # the first implementation's output (torch's), which the others are compared with
         for impl in request["impls"]:
             if impl == "reference" and skip:
                 continue
             call = caller(impl, args)
             out, peak = peak_rss_delta(call)
-            outs = out if isinstance(out, tuple) else (out,)
-            checksum = sum(float(o.double().abs().sum()) for o in outs)
-            del out, outs
+            check, diff = "", None
+            if op in anchors.VALUES_DIFFER:
+                check = anchors.jl_check(args[0], out, args[1])
+            if base is None:
+                base = out
+            elif not (op in anchors.VALUES_DIFFER and impl in request["anchors"]):
+                diff = _rel_diff(out, base)
+            del out
             seconds, runs = median_time(call, request["repeats"], request["budget_s"])
-            print(f"  {request['op']} {_label(shape)} {impl}: {seconds * 1e3:.1f} ms ({runs} runs)",
+            del call  # an anchor's projector or wrapped layer
+            print(f"  {op} {_label(shape)} {impl}: {seconds * 1e3:.1f} ms ({runs} runs)",
                   file=sys.stderr, flush=True)
             results.append({"shape": _label(shape), "impl": impl, "seconds": seconds, "runs": runs,
-                            "peak_bytes": peak, "checksum": checksum})
+                            "peak_bytes": peak, "diff": diff, "check": check})
     return results
 
 
@@ -257,8 +284,28 @@ def _available(op: str) -> list[str]:
     return [name for name in IMPLEMENTATIONS if name in found]
 
 
+def anchor_status() -> dict[str, str]:
+    """anchor -> '' when usable here, else why not (imports each anchor once)."""
+    return {name: anchors.unavailable(name) for name in anchors.ANCHORS}
+
+
+def _note(r: dict, is_anchor: bool, best: tuple[str, float] | None) -> str:
+    parts = []
+    if r["diff"] is not None:
+        parts.append(f"Δ {r['diff']:.0e}" + (" MISMATCH" if r["diff"] > AGREE_RTOL else ""))
+    elif is_anchor and not r["check"]:
+        parts.append("JL check ok (its own R)")
+    if r["check"]:
+        parts.append(r["check"])
+    if is_anchor and best:
+        parts.append(f"{r['seconds'] / best[1]:.2f}× dtda {best[0]}'s time")
+    return "; ".join(parts)
+
+
 def benchmark(ops: list[str], quick: bool, max_dim: int | None, repeats: int,
-              threads: int | None = None, max_gflop: float | None = None) -> list[dict]:
+              threads: int | None = None, max_gflop: float | None = None,
+              usable: list[str] = ()) -> list[dict]:
+    """Rows of the table; ``usable`` names the anchors to time beside dtda where they have an adapter."""
     rows: list[dict] = []
     for op in ops:
         spec = SPECS[op]
@@ -271,10 +318,12 @@ def benchmark(ops: list[str], quick: bool, max_dim: int | None, repeats: int,
         for shape, skip in zip(shapes, skips):
             if skip:
                 print(f"  {op} {_label(shape)}: {skip}", flush=True)
-        # The reference runs last on each shape: the fast implementations are timed first.
-        impls = sorted(_available(op), key=lambda name: name == "reference")
-        request = {"op": op, "shapes": shapes, "skips": skips, "impls": impls, "repeats": repeats,
-                   "budget_s": 3.0 if quick else 30.0, "threads": threads}
+        # The reference runs last on each shape: the fast implementations and anchors are timed first.
+        op_anchors = [name for name in anchors.ADAPTERS.get(op, {}) if name in usable]
+        native = [name for name in _available(op) if name != "reference"]
+        impls = native + op_anchors + ["reference"] * ("reference" in _available(op))
+        request = {"op": op, "shapes": shapes, "skips": skips, "impls": impls, "anchors": op_anchors,
+                   "repeats": repeats, "budget_s": 3.0 if quick else 30.0, "threads": threads}
         results = _run_child(request)
         if isinstance(results, str):
             rows.append({"op": op, "shape": "*", "impl": "*", "note": results})
@@ -283,21 +332,23 @@ def benchmark(ops: list[str], quick: bool, max_dim: int | None, repeats: int,
             label = _label(shape)
             here = {r["impl"]: r for r in results if r["shape"] == label}
             base = here.get("torch", {}).get("seconds")
-            sums = [r["checksum"] for r in here.values()]
+            native = [(impl, r["seconds"]) for impl, r in here.items()
+                      if impl not in op_anchors and impl != "reference"]
+            best = min(native, key=lambda item: item[1]) if native else None
             work = spec.work(shape)
             mm = mm_gflops(_mm_size(work)) if spec.unit == "GFLOP/s" else None
-            for impl in IMPLEMENTATIONS:
+            for impl in [*IMPLEMENTATIONS, *op_anchors]:
                 if impl not in here:
                     continue
                 r = here[impl]
                 rate = work / r["seconds"] / 1e9
-                agree = all(math.isclose(r["checksum"], s, rel_tol=1e-3, abs_tol=1e-6) for s in sums)
                 rows.append({
                     "op": op, "shape": label, "impl": impl, "ms": r["seconds"] * 1e3,
                     "vs_torch": (base / r["seconds"]) if base else None, "rate": rate,
                     "unit": spec.unit, "vs_mm": (rate / mm) if mm else None,
                     "peak_mib": r["peak_bytes"] / 2**20, "runs": r["runs"],
-                    "note": "" if agree else "MISMATCH (checksums differ by > 1e-3)"})
+                    "anchor": impl in op_anchors, "best": best,
+                    "note": _note(r, impl in op_anchors, best)})
     return rows
 
 
@@ -306,20 +357,36 @@ def _fmt(value, spec: str) -> str:
 
 
 def print_table(rows: list[dict]) -> None:
-    header = (f"{'op':<16}{'shape':<34}{'impl':<10}{'median ms':>11}{'×torch':>8}{'rate':>18}{'×mm':>7}"
+    header = (f"{'op':<16}{'shape':<34}{'impl':<12}{'median ms':>11}{'×torch':>8}{'rate':>18}{'×mm':>7}"
               f"{'peak MiB':>10}  note")
     print(header)
     print("-" * len(header))
     for r in rows:
         rate = f"{r['rate']:.1f} {r['unit']}" if "rate" in r else "-"
-        print(f"{r['op']:<16}{r['shape']:<34}{r['impl']:<10}{_fmt(r.get('ms'), '.1f'):>11}"
+        print(f"{r['op']:<16}{r['shape']:<34}{r['impl']:<12}{_fmt(r.get('ms'), '.1f'):>11}"
               f"{_fmt(r.get('vs_torch'), '.2f'):>8}{rate:>18}{_fmt(r.get('vs_mm'), '.2f'):>7}"
               f"{_fmt(r.get('peak_mib'), '.1f'):>10}  {r.get('note', '')}")
 
 
-def write_csv(rows: list[dict], path: str) -> None:
+def print_anchor_summary(rows: list[dict]) -> None:
+    """One line per anchor row: its time against dtda's fastest non-reference implementation."""
+    lines = [r for r in rows if r.get("anchor") and r.get("best")]
+    if not lines:
+        return
+    print("\nAgainst the anchor tools (same run, same inputs; × = t_anchor / t_dtda):")
+    header = f"{'op':<16}{'shape':<34}{'anchor':<12}{'anchor ms':>11}{'dtda':>6}{'dtda ms':>10}{'×':>8}"
+    print(header)
+    print("-" * len(header))
+    for r in lines:
+        impl, seconds = r["best"]
+        print(f"{r['op']:<16}{r['shape']:<34}{r['impl']:<12}{r['ms']:>11.1f}{impl:>6}{seconds * 1e3:>10.1f}"
+              f"{r['ms'] / (seconds * 1e3):>8.2f}")
+
+
+def write_csv(rows: list[dict], path: str, anchor_versions: str = "") -> None:
     context = {"torch": torch.__version__, "dtda": getattr(dtda, "__version__", "?"),
-               "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine()}
+               "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+               "anchors": anchor_versions}
     fields = ["op", "shape", "impl", "ms", "vs_torch", "rate", "unit", "vs_mm", "peak_mib", "runs", "note",
               *context]
     with open(path, "w", newline="") as f:
@@ -341,6 +408,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="torch.set_num_threads for the timed processes (default: torch's)")
     parser.add_argument("--csv", default=None, help="also write the rows to this CSV file")
     parser.add_argument("--models", action="store_true", help="print each op's FLOP/byte model")
+    parser.add_argument("--no-anchors", action="store_true",
+                        help="time dtda's implementations only (skip TRAK, dattri, Kronfluence, Bergson)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
@@ -357,13 +426,26 @@ def main(argv: list[str] | None = None) -> None:
     if args.models:
         for op in ops:
             print(f"  {op}: {SPECS[op].model}")
+    usable: list[str] = []
+    if not args.no_anchors and any(op in anchors.ADAPTERS for op in ops):
+        for name, why in anchor_status().items():
+            if why:
+                print(f"  anchor {name} unavailable: {why}")
+            else:
+                usable.append(name)
+        if len(usable) < len(anchors.ANCHORS):
+            print(f"  (to time the anchors, install them beside this torch: {anchors.INSTALL})")
+        if usable:
+            print("  anchors: " + ", ".join(anchors.version(name) for name in usable), flush=True)
     start = time.perf_counter()
-    rows = benchmark(ops, args.quick, args.max_dim, args.repeats, args.threads, args.max_gflop)
+    rows = benchmark(ops, args.quick, args.max_dim, args.repeats, args.threads, args.max_gflop, usable)
     print(f"\n(×torch = t_torch / t_impl; ×mm = rate / torch.mm GFLOP/s at comparable size; "
-          f"peak = peak RSS increase during one call; {time.perf_counter() - start:.0f} s)")
+          f"peak = peak RSS increase during one call; Δ = max |out − torch's| / max |torch's|; "
+          f"{time.perf_counter() - start:.0f} s)")
     print_table(rows)
+    print_anchor_summary(rows)
     if args.csv:
-        write_csv(rows, args.csv)
+        write_csv(rows, args.csv, ", ".join(anchors.version(name) for name in usable))
 
 
 if __name__ == "__main__":
