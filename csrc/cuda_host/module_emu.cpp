@@ -5,30 +5,18 @@
 #include <pybind11/stl.h>
 
 #include "cuda_runtime.h"
+#include "cuda/bindings.h"
 
-namespace dtda::cuda {
-void bind_kron_covariance(pybind11::module_& m);
-void bind_ghost(pybind11::module_& m);
-void bind_ekfac_eigvals(pybind11::module_& m);
-void bind_kron_apply(pybind11::module_& m);
-void bind_jl_project(pybind11::module_& m);
-void bind_seed_moments(pybind11::module_& m);
-namespace selftest {
+namespace dtda::cuda::selftest {
 void bind(pybind11::module_& m);
-}
-}  // namespace dtda::cuda
+}  // namespace dtda::cuda::selftest
 
 PYBIND11_MODULE(_C_cuda_emu, m) {
   namespace py = pybind11;
   m.doc() = "dtda CUDA kernels run on the CPU by the host emulation (tests only; host pointers in)";
   m.attr("archs") = "host-emulation";
   m.attr("cuda_runtime_version") = CUDART_VERSION;
-  dtda::cuda::bind_kron_covariance(m);
-  dtda::cuda::bind_ghost(m);
-  dtda::cuda::bind_ekfac_eigvals(m);
-  dtda::cuda::bind_kron_apply(m);
-  dtda::cuda::bind_jl_project(m);
-  dtda::cuda::bind_seed_moments(m);
+  dtda::cuda::bind_ops(m);
 
   py::module_ emu = m.def_submodule("emulation", "Controls and self-tests of the host emulation");
   emu.def("set_sm_count", &dtda::emu::set_sm_count, py::arg("n"),
