@@ -273,7 +273,7 @@ def label(p: dict) -> str:
 
 # ---- worker: runs tasks, one JSON line per event -------------------------------------------------
 
-def _unavailable(backend: str, op: str, dtype) -> str:
+def _unavailable(backend: str, op: str, dtype, device: str = "cuda") -> str:
     import torch
     from dtda.ops import registry
 
@@ -282,7 +282,7 @@ def _unavailable(backend: str, op: str, dtype) -> str:
         return f"backend {backend!r} is not registered"
     if op not in b.ops:
         return f"backend {backend!r} does not implement {op}"
-    return b.unavailable() or b.supports(torch.device("cuda"), dtype)
+    return b.unavailable() or b.supports(torch.device(device), dtype)
 
 
 def _compare(op: str, got, ref_d, ref64, dtype) -> tuple[bool, float, float, str]:
@@ -319,18 +319,20 @@ def _check(task: dict) -> dict:
     from dtda.ops import alloc, reference, registry
 
     op, backend, dtype = task["op"], task["backend"], getattr(torch, task["dtype"])
-    reason = _unavailable(backend, op, dtype)
+    device = task.get("device", "cuda")  # "cpu": tests/test_gpu_check.py runs this pass on CPU backends
+    reason = _unavailable(backend, op, dtype, device)
     if reason:
         return dict(status="SKIP", detail=reason)
     gen = torch.Generator().manual_seed(task["index"])
     args64 = make_args(op, task["case"], "cpu", torch.float64, gen)
-    args64 = tuple(a.cuda() if isinstance(a, torch.Tensor) else a for a in args64)
+    args64 = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args64)
     cast = tuple(a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args64)
     fn = getattr(dtda.ops, op)
     guarded = tuple(alloc.guarded(a) if isinstance(a, torch.Tensor) else a for a in cast)  # reads past ends -> NaN
     with registry.use_backend(backend), alloc.poisoned():  # writes past ends -> AssertionError
         got = fn(*guarded)
-    torch.cuda.synchronize()
+    if device == "cuda":
+        torch.cuda.synchronize()
     if registry.last_backend(op) != backend:
         return dict(status="FAIL", detail=f"ran on {registry.last_backend(op)!r}, not {backend!r}")
     if task["case"].get("exact"):  # Rademacher entries bit for bit: Y = I R / √64 = R / 8 exactly
