@@ -400,3 +400,19 @@ def test_translate_refuses_dynamic_shared_memory(tmp_path):
     source.write_text("__global__ void k() {\n  extern __shared__ float s[];\n}\n")
     with pytest.raises(translate.TranslateError, match=r"d\.cu:2: extern __shared__ .* is not emulated"):
         translate.translate(source)
+
+
+def test_gpu_check_cases_on_the_emulation(emu):
+    """benchmarks/gpu_check.py's correctness pass, as the GPU session will run it, on the
+    emulated kernels (float32): every case passes, so a failure there is the GPU's news."""
+    from benchmarks import gpu_check
+
+    emu.emulation.set_sm_count(132)  # an H100/H200-sized plan
+    failures = []
+    for op in gpu_check.OPS:
+        for index, case_ in enumerate(gpu_check.CASES[op]):
+            result = gpu_check._check(dict(op=op, backend=BACKEND, dtype="float32", case=case_, index=index,
+                                           device="cpu"))
+            if result["status"] != "PASS":
+                failures.append((op, case_, result))
+    assert not failures, failures
