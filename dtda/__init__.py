@@ -16,7 +16,7 @@ except PackageNotFoundError:  # running from a source tree without installing
 
 from dtda import ops  # noqa: E402
 from dtda.samples import SeedSamples  # noqa: E402
-from dtda.dist import Distributional, distributional  # noqa: E402
+from dtda.stats import Distributional, distributional  # noqa: E402
 from dtda import measure  # noqa: E402
 from dtda.train import SGD, AdamW, Ensemble, Recipe, retrain, train_ensemble  # noqa: E402
 from dtda.attribute import unroll  # noqa: E402

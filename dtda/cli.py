@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from dtda.config import ConfigError
-    from dtda.data import DataError
+    from dtda.sources import DataError
     from dtda.pipeline import Run, RunError
-    from dtda.store import RunDirError
+    from dtda.rundir import RunDirError
     from dtda.train.executors import TaskFailed
 
     try:

@@ -90,12 +90,12 @@ def _test(v) -> str | None:
 
 
 def _ci(v) -> str | None:
-    from dtda.dist import STATISTICS
+    from dtda.stats import STATISTICS
 
     def known(name) -> bool:
         if name in STATISTICS or name == "quantiles":
             return True
-        try:  # quantile_<p>, as dtda.dist names one quantile level
+        try:  # quantile_<p>, as dtda.stats names one quantile level
             return name.startswith("quantile_") and 0 < float(name.removeprefix("quantile_")) < 1
         except ValueError:
             return False

@@ -31,10 +31,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from dtda import config as cfgmod
-from dtda import data as datamod
+from dtda import sources
 from dtda import models
 from dtda.samples import SeedSamples
-from dtda.store import RunDir, atomic_path
+from dtda.rundir import RunDir, atomic_path
 
 STAGES = ("train", "attribute", "statistics", "report")
 
@@ -45,11 +45,11 @@ class RunError(RuntimeError):
 
 # ---- resolving a configuration -------------------------------------------------------------------
 
-def resolve(config: dict) -> tuple[dict, datamod.TaskData]:
+def resolve(config: dict) -> tuple[dict, sources.TaskData]:
     """Load the data and fill every ``auto`` value; returns (fully resolved config, data)."""
     config = json.loads(json.dumps(config))  # a deep copy of plain values
     dtype = getattr(torch, config["train"]["dtype"])
-    data = datamod.load(config["data"], dtype)
+    data = sources.load(config["data"], dtype)
     classification = data.task == "classification"
     config["data"]["task"] = data.task
     if config["model"]["name"] == "auto":
@@ -82,13 +82,13 @@ class Plan:
     """What one seed's work needs, rebuilt from the resolved config in every worker."""
 
     config: dict
-    data: datamod.TaskData
+    data: sources.TaskData
     recipe: object
     test_index: list[int]
     names: list[str]
 
     @classmethod
-    def build(cls, config: dict, data: datamod.TaskData | None = None) -> "Plan":
+    def build(cls, config: dict, data: sources.TaskData | None = None) -> "Plan":
         from dtda.train import SGD, AdamW, Recipe
 
         if data is None:
@@ -242,7 +242,7 @@ class Run:
 
     def train(self) -> None:
         """Stage 1: train every member not yet stored (and not failed)."""
-        from dtda.train.store import member_path
+        from dtda.train.record import member_path
 
         skip = set(self.failures())
         todo = [s for s in self.seeds if s not in skip and not member_path(self.dir.path, s).is_file()]
@@ -277,7 +277,7 @@ class Run:
         """Stage 3: distributional statistics per measurement (bar over measurements) and summary.json."""
         from tqdm import tqdm
 
-        from dtda.dist import distributional
+        from dtda.stats import distributional
 
         if self.dir.summary_path.is_file() and self.stats_path.is_file():
             return

@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from dtda.dist import Distributional, Top
+    from dtda.stats import Distributional, Top
 
 #: safetensors metadata key holding the JSON of everything but the tensors.
 _META_KEY = "dtda.seed_samples"
@@ -155,8 +155,8 @@ class SeedSamples:
     # ---- statistics --------------------------------------------------------------------------------
 
     def distributional(self, **options: Any) -> Distributional:
-        """Every distributional statistic with bootstrap CIs; options of :func:`dtda.dist.distributional`."""
-        from dtda.dist import distributional  # the statistics layer sits above this container
+        """Every distributional statistic with bootstrap CIs; options of :func:`dtda.stats.distributional`."""
+        from dtda.stats import distributional  # the statistics layer sits above this container
 
         return distributional(self, **options)
 
@@ -167,10 +167,10 @@ class SeedSamples:
         ``query=None`` ranks by the statistic averaged over all queries. ``by`` is any statistic
         name ("w2", "mean", "var_increase", "var_increase_first_order", "shape_w2",
         "w2_smoothed", "sign_agreement", "z", ...), ``abs_<name>``, or ``quantile_<p>`` (computed
-        at level p on demand). No bootstrap is run; ``options`` go to :func:`dtda.dist.distributional`.
-        Returns :class:`dtda.dist.Top` (indices, values, by, query).
+        at level p on demand). No bootstrap is run; ``options`` go to :func:`dtda.stats.distributional`.
+        Returns :class:`dtda.stats.Top` (indices, values, by, query).
         """
-        from dtda.dist import QUANTILE_PREFIX
+        from dtda.stats import QUANTILE_PREFIX
 
         base = by.removeprefix("abs_")
         if base.startswith(QUANTILE_PREFIX) and "quantiles" not in options:

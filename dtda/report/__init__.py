@@ -4,7 +4,7 @@ Per shown measurement: the seed distribution before removal and predicted after 
 examples under each criterion (mean shift, variance increase, W2); a scatter of mean shift against
 variance increase marking the examples that change the spread without moving the mean; tables of
 the top examples with bootstrap confidence intervals; and, for image data, the images themselves.
-The report only arranges numbers computed by ``dtda.dist`` and :meth:`SeedSamples.group`.
+The report only arranges numbers computed by ``dtda.stats`` and :meth:`SeedSamples.group`.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from pathlib import Path
 
 from torch import Tensor
 
-from dtda.data import TaskData
+from dtda.sources import TaskData
 from dtda.report import plots
 from dtda.report.render import Heading, Image, Para, Table, markdown, to_html
 from dtda.report.summary import CRITERIA, ranking, spread_only
 from dtda.samples import SeedSamples
-from dtda.store import atomic_dir
+from dtda.rundir import atomic_dir
 
 SCATTER_TEXT = (
     "Each point is one training example. Horizontally: how far removing it moves the mean of the "

@@ -8,7 +8,8 @@ the run can be replayed and differentiated (``dtda.attribute``).
 
 from dtda.train.data import Data, as_data
 from dtda.train.ensemble import Ensemble, retrain, train_ensemble
-from dtda.train.member import Member, Record, load_trained, replay, train_member
+from dtda.train.member import load_trained, replay, train_member
+from dtda.train.record import Member, Record
 from dtda.train.optim import SGD, AdamW
 from dtda.train.recipe import Recipe
 from dtda.train.step import Step

@@ -1,10 +1,9 @@
-"""One ensemble member: its trajectory record, training, and replay from checkpoints."""
+"""Training one ensemble member, and replaying its run from checkpoints."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -12,46 +11,9 @@ from torch import Tensor, nn
 
 from dtda.train.data import Data, as_data
 from dtda.train.optim import Params, State
+from dtda.train.record import Member, Record, load_member, save_member
 from dtda.train.recipe import Recipe
 from dtda.train.step import Step
-
-
-@dataclass
-class Record:
-    """A member's trajectory.
-
-    batches: T tensors of example indices (B_t, a multiset under iid batching).
-    checkpoints: step t -> state s_t = (params, optimiser state) *before* step t, for
-        t = 0, C, 2C, ... and t = T (the trained model).
-    weights: the per-example training weights [N] (None: all ones).
-    every: the checkpoint spacing C.
-    """
-
-    batches: list[Tensor]
-    checkpoints: dict[int, tuple[Params, State]]
-    weights: Tensor | None
-    every: int
-
-    @property
-    def steps(self) -> int:
-        return len(self.batches)
-
-
-@dataclass
-class Member:
-    """Ensemble member ``seed`` and its :class:`Record`."""
-
-    seed: int
-    record: Record
-
-    @property
-    def params(self) -> Params:
-        """θ_T, the trained parameters."""
-        return self.record.checkpoints[self.record.steps][0]
-
-    def weights(self, n: int, dtype: torch.dtype) -> Tensor:
-        w = self.record.weights
-        return torch.ones(n, dtype=dtype) if w is None else w.to(dtype)
 
 
 def fingerprint(recipe: Recipe, module: nn.Module, data: Data, weights: Tensor | None) -> str:
@@ -86,15 +48,13 @@ def train_member(recipe: Recipe, data, seed: int, store: str | Path | None = Non
     [N] (masked removal: a removed example has weight 0, batches and |B_t| are unchanged).
     Raises ``FloatingPointError`` naming the seed, step and examples if a loss is not finite.
     """
-    from dtda.train import store as storage  # store imports this module: import at call time
-
     data = as_data(data, recipe.dtype, recipe.loss_name)
     n = len(data)
     weights = check_weights(weights, n, recipe.dtype)
     module = recipe.build(seed)
     fp = fingerprint(recipe, module, data, weights)
     if store is not None:
-        stored = storage.load_member(store, seed, fp)
+        stored = load_member(store, seed, fp)
         if stored is not None:
             return _in_module_order(stored, [k for k, _ in module.named_parameters()])
     params = {k: p.detach().clone() for k, p in module.named_parameters()}
@@ -115,7 +75,7 @@ def train_member(recipe: Recipe, data, seed: int, store: str | Path | None = Non
             checkpoints[t + 1] = (params, state)
     member = Member(seed, Record(batches, checkpoints, weights, C))
     if store is not None:
-        storage.save_member(store, member, fp)
+        save_member(store, member, fp)
     return member
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dtda import cli, config, data, models
+from dtda import cli, config, sources, models
 
 BAD = """
 [data]
@@ -55,14 +55,14 @@ def test_csv_and_npz_with_named_targets(tmp_path):
     (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
     np.savez(tmp_path / "d.npz", feats=X, target=y)
     c = config.validate({"data": {"source": "csv:d.csv", "target": "label"}}, tmp_path)["data"]
-    d = data.load(c)
+    d = sources.load(c)
     assert d.task == "classification" and d.n_outputs == 3 and d.X_train.shape == (24, 3) and len(d.y_test) == 6
     c = config.validate({"data": {"source": "d.npz", "features": "feats", "target": "target",
                                   "task": "regression"}}, tmp_path)["data"]
-    d2 = data.load(c)
+    d2 = sources.load(c)
     assert d2.task == "regression" and d2.y_train.dtype == torch.float32
-    with pytest.raises(data.DataError, match="'nope' not in the header"):
-        data.load({**config.validate({"data": {"source": "csv:d.csv"}}, tmp_path)["data"], "target": "nope"})
+    with pytest.raises(sources.DataError, match="'nope' not in the header"):
+        sources.load({**config.validate({"data": {"source": "csv:d.csv"}}, tmp_path)["data"], "target": "nope"})
 
 
 def test_module_function_data(tmp_path, monkeypatch):
@@ -74,12 +74,12 @@ def test_module_function_data(tmp_path, monkeypatch):
         "    return (lambda: torch.nn.Linear(2, 1)), (X[:15], X[:15].sum(1)), (X[15:], X[15:].sum(1))\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     c = config.validate({"data": {"source": "mydata:make"}})
-    d = data.load(c["data"])
+    d = sources.load(c["data"])
     assert d.task == "regression" and d.model_factory is not None and d.X_test.shape == (5, 2)
 
 
 def test_toy_regression1d_matches_the_paper():
-    d = data.load(config.validate({"data": {"source": "toy:regression1d"}})["data"])
+    d = sources.load(config.validate({"data": {"source": "toy:regression1d"}})["data"])
     x = d.X_train[:, 0].abs()
     assert d.X_train.shape == (40, 1) and bool(((x >= 1) & (x <= 4)).all())
     assert float(d.X_test[10, 0]) == 0.0

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from dtda.dist.bootstrap import bootstrap_indices, bootstrap_intervals
-from dtda.dist.estimators import STATISTICS, point_statistics, quantile_key
-from dtda.dist.result import Distributional
+from dtda.stats.bootstrap import bootstrap_indices, bootstrap_intervals
+from dtda.stats.estimators import STATISTICS, point_statistics, quantile_key
+from dtda.stats.result import Distributional
 
 if TYPE_CHECKING:
     from dtda.samples import SeedSamples

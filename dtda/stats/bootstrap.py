@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from dtda.dist.estimators import point_statistics, sorted_quantiles
-from dtda.dist.sorting import sort_values
+from dtda.stats.estimators import point_statistics, sorted_quantiles
+from dtda.stats.sorting import sort_values
 
 # Live [K, n, b·Q]-sized temporaries per resampled element inside point_statistics (delta, after,
 # sorted after, differences, squares...): a generous count so the budget holds.

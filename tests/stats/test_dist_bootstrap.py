@@ -4,8 +4,8 @@ import pytest
 import torch
 from synthetic import make_samples
 
-from dtda.dist import bootstrap_indices, distributional
-from dtda.dist.estimators import sorted_quantiles
+from dtda.stats import bootstrap_indices, distributional
+from dtda.stats.estimators import sorted_quantiles
 from dtda.samples import SeedSamples
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from dtda.store.atomic import atomic_path, atomic_write_text
+from dtda.rundir.atomic import atomic_path, atomic_write_text
 
 
 class RunDirError(RuntimeError):
@@ -19,7 +19,7 @@ class RunDirError(RuntimeError):
 
 
 class RunDir:
-    """Paths and atomic I/O of one run directory (layout in :mod:`dtda.store`).
+    """Paths and atomic I/O of one run directory (layout in :mod:`dtda.rundir`).
 
     ``RunDir.create(path, config_toml, fingerprint)`` makes or reopens a directory for a
     configuration; ``RunDir.open(path)`` reopens an existing run for a later stage.

@@ -1,4 +1,8 @@
-"""Members on disk: one safetensors file per member, written atomically, loaded without pickle.
+"""A member's trajectory record and its one file format.
+
+:class:`Record` (batch indices, checkpoints, training weights) and :class:`Member` (a seed and its
+record) live here with their serialisation, so the format has one home. On disk: one safetensors
+file per member, written atomically, loaded without pickle.
 
 Layout: ``<store>/members/<seed>/member.safetensors`` holding the batch indices (flat, with
 sizes), the training weights (if any) and the checkpoints ``ckpt.<t>.params.<name>`` and
@@ -10,12 +14,53 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import Tensor
 
-from dtda.train.member import Member, Record
+from dtda.train.optim import Params, State
+
+
+@dataclass
+class Record:
+    """A member's trajectory.
+
+    batches: T tensors of example indices (B_t, a multiset under iid batching).
+    checkpoints: step t -> state s_t = (params, optimiser state) *before* step t, for
+        t = 0, C, 2C, ... and t = T (the trained model).
+    weights: the per-example training weights [N] (None: all ones).
+    every: the checkpoint spacing C.
+    """
+
+    batches: list[Tensor]
+    checkpoints: dict[int, tuple[Params, State]]
+    weights: Tensor | None
+    every: int
+
+    @property
+    def steps(self) -> int:
+        return len(self.batches)
+
+
+@dataclass
+class Member:
+    """Ensemble member ``seed`` and its :class:`Record`."""
+
+    seed: int
+    record: Record
+
+    @property
+    def params(self) -> Params:
+        """θ_T, the trained parameters."""
+        return self.record.checkpoints[self.record.steps][0]
+
+    def weights(self, n: int, dtype: torch.dtype) -> Tensor:
+        w = self.record.weights
+        return torch.ones(n, dtype=dtype) if w is None else w.to(dtype)
+
 
 FORMAT = "dtda-member-1"
 

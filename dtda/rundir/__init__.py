@@ -15,7 +15,7 @@ run killed at any moment leaves either the old file, the new file, or no file, n
 A stage or seed is finished exactly when its output file exists.
 """
 
-from dtda.store.atomic import atomic_write_bytes, atomic_write_text, atomic_path, atomic_dir
-from dtda.store.rundir import RunDir, RunDirError
+from dtda.rundir.atomic import atomic_write_bytes, atomic_write_text, atomic_path, atomic_dir
+from dtda.rundir.directory import RunDir, RunDirError
 
 __all__ = ["RunDir", "RunDirError", "atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_dir"]

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from dtda import ops
-from dtda.dist.sorting import sort_values
-from dtda.dist.special import normal_two_sided, student_t_two_sided
+from dtda.stats.sorting import sort_values
+from dtda.stats.special import normal_two_sided, student_t_two_sided
 
 #: Every [N, Q] statistic, with its definition (sample forms; s runs over the K seeds).
 STATISTICS: dict[str, str] = {

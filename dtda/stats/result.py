@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from dtda.dist.estimators import QUANTILE_PREFIX, STATISTICS, quantile_key
+from dtda.stats.estimators import QUANTILE_PREFIX, STATISTICS, quantile_key
 
 
 class Top(NamedTuple):
@@ -25,7 +25,7 @@ class Top(NamedTuple):
 class Distributional:
     """Distributional statistics of K paired seed samples, after removal minus before.
 
-    Each statistic in :data:`dtda.dist.estimators.STATISTICS` is a [N, Q] tensor (N examples or
+    Each statistic in :data:`dtda.stats.estimators.STATISTICS` is a [N, Q] tensor (N examples or
     groups, Q measurements); ``quantile_shift`` is [L, N, Q] for ``levels``. ``ci`` maps statistic
     names (``quantile_<p>`` for quantile shifts) to [2, N, Q] percentile intervals (lower, upper)
     at ``confidence`` from ``bootstrap`` seed resamples drawn with ``bootstrap_seed``; it is empty

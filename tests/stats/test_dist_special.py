@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from dtda.dist import betainc, normal_two_sided, student_t_cdf, student_t_two_sided
+from dtda.stats import betainc, normal_two_sided, student_t_cdf, student_t_two_sided
 
 def f64(x: float) -> torch.Tensor:
     return torch.tensor(x, dtype=torch.float64)

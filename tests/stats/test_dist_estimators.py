@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from dtda.dist import point_statistics, quantile_key
-from dtda.dist.sorting import sort_values
+from dtda.stats import point_statistics, quantile_key
+from dtda.stats.sorting import sort_values
 from dtda.samples import SeedSamples
 
 from synthetic import make_samples

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from dtda.dist import Distributional, Top
+from dtda.stats import Distributional, Top
 from dtda.samples import SeedSamples
 
 
