@@ -122,9 +122,11 @@ def test_query_rank_full_is_exact_and_low_rank_close(setup):
     assert low.delta.shape == full.delta.shape and not torch.equal(low.delta, full.delta)
 
 
-def test_works_with_every_consumer(setup):
+def test_works_with_every_consumer(setup, tmp_path):
     ens, measure = setup
     got = dtda.influence(ens, measure, method="ekfac")
+    back = dtda.SeedSamples.load(got.save(tmp_path / "samples.safetensors"))
+    assert torch.equal(back.delta, got.delta) and back.meta == got.meta
     assert got.meta["modules"] == ["0", "2"] and got.meta["N"] == N and got.meta["fisher"] == "true"
     stats = got.distributional(bootstrap=0)
     assert stats is not None and got.top(3).indices.shape[0] == 3
