@@ -4,7 +4,7 @@ import json
 
 import pytest
 import tomllib
-from conftest import write_tiny
+from tiny import write_tiny
 
 from dtda import cli, config
 from dtda.samples import SeedSamples

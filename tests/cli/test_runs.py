@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from conftest import write_tiny
+from tiny import write_tiny
 
 from dtda import cli
 
