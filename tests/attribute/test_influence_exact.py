@@ -25,15 +25,15 @@ def bce(outputs, targets):
 def test_exact_equals_converged_unrolling_on_glm():
     """L2-regularised logistic regression on breast_cancer, converged full-batch GD: reverse-mode
     UD equals +(1/N)∇mᵀH⁻¹∇ℓ_k (GGN = Hessian for a GLM), for test losses and raw outputs.
-    Five weakly correlated features and λ_wd = 0.1 make GD contract by ≤ 0.75 per step, so 80
-    steps converge (‖∇J‖ ≈ 3e-17) and the test stays cheap."""
+    Five weakly correlated features and λ_wd = 0.2 make GD with η = 2.4 contract fast enough that 50
+    steps converge (‖∇J‖ ≈ 2e-14, (1 − ηλ_min)^T ≈ 1e-22), so the test stays cheap."""
     Xa, ya = datasets.load_breast_cancer(return_X_y=True)
     Xa = torch.tensor(Xa)[:, [1, 4, 9, 11, 14]]
     Xa = (Xa - Xa.mean(0)) / Xa.std(0)
     ya = torch.tensor(ya, dtype=torch.float64)
-    n, lam = 100, 0.1
+    n, lam = 100, 0.2
     X, y, Xq, yq = Xa[:n], ya[:n], Xa[500:503], ya[500:503]
-    recipe = T.Recipe(lambda: nn.Linear(5, 1), bce, T.SGD(2.5, weight_decay=lam), batch_size=n, steps=80,
+    recipe = T.Recipe(lambda: nn.Linear(5, 1), bce, T.SGD(2.4, weight_decay=lam), batch_size=n, steps=50,
                       dtype=torch.float64)
     member = T.train_member(recipe, (X, y), seed=0)
     model = recipe.build(0)
@@ -120,11 +120,11 @@ def test_bad_options_and_oversized_exact_raise(mlp):
 def test_diagnose_on_a_tiny_model(mlp, tmp_path):
     _, measure, (X, y) = mlp
     recipe = T.Recipe(lambda: nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 3)), "cross_entropy",
-                      T.SGD(0.2), batch_size=4, epochs=3, dtype=torch.float64, checkpoint_every=3)
+                      T.SGD(0.2), batch_size=4, epochs=2, dtype=torch.float64, checkpoint_every=3)
     ens = T.train_ensemble(recipe, (X, y), seeds=[0])
     got = dtda.attribute.diagnose(ens, measure, method="exact")
     table = got.table()
-    assert table["step"] == [3, 3, 6, 6, 9, 9] and table["measurement"][:2] == measure.names_for(2)
+    assert table["step"] == [3, 3, 6, 6] and table["measurement"][:2] == measure.names_for(2)
     assert all(-1.0 <= c <= 1.0 for c in table["correlation"])
     # no weight decay: the GGN of 36 outputs is singular in 38 parameters, so part of ∇m lies in its null space
     assert all(0.0 < s < 1.0 for s in table["null_share"])
