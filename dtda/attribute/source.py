@@ -119,6 +119,7 @@ def source(ctx: SeedContext, grad_m: Params, options: dict) -> MethodResult:
             terms.extend((ctx.member.record.checkpoints[t][0], share) for t in seg.checkpoints)
         if ell > 0:
             u = curvature.apply(u, decay(seg.c))
-    meta = {"segments": [{"steps": [seg.start, seg.stop], "checkpoints": list(seg.checkpoints), "c": seg.c}
-                         for seg in segs], "average": options["average"]}
+    meta = {"segments": [{"steps": [seg.start, seg.stop], "checkpoints": list(seg.checkpoints), "c": seg.c,
+                          "implicit_damping": 1.0 / seg.c} for seg in segs],
+            "average": options["average"], "damping_used": False}
     return MethodResult(terms, meta)

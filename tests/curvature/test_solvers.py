@@ -158,6 +158,12 @@ def test_astra_converges_to_exact():
     assert max(sol.residuals) < 0.25 * max(start)
 
 
+def test_astra_with_too_large_step_raises_naming_solver_iteration_residual():
+    prods, M, v = _system(q=1)
+    with pytest.raises(solvers.DivergenceError, match=r"astra diverged at iteration \d+: relative residual .* = "):
+        solvers.astra(prods.minibatch_flat, prods.n, v, 0.1, lambda r: r, lr=100.0, iterations=50)
+
+
 def test_astra_default_step_needs_damping():
     prods, M, v = _system(q=1)
     with pytest.raises(ValueError, match="astra: the default step size lr = 0.1·λ needs damping"):
