@@ -116,7 +116,8 @@ def lissa(ctx: SeedContext, grad_m: Params, options: dict) -> MethodResult:
     repeats = _count("lissa", "repeats", options["repeats"])
     prods = products(ctx, kind)
     if alpha is None:
-        top = solvers.power_iteration(prods.full_flat, prods.dim, prods.dtype, seed=ctx.generator_seed)
+        top = solvers.power_iteration(prods.full_flat, prods.dim, prods.dtype, seed=ctx.generator_seed,
+                                      device=prods.device)
         alpha = 0.5 / (top + ctx.damping)
     sol = solvers.lissa(prods.minibatch_flat, prods.n, prods.flatten(grad_m), ctx.damping, alpha=alpha,
                         iterations=iterations, repeats=repeats, batch_size=ctx.batch_size,

@@ -88,6 +88,10 @@ class Products:
     def dtype(self) -> torch.dtype:
         return self.params[self.names[0]].dtype
 
+    @property
+    def device(self) -> torch.device:
+        return self.params[self.names[0]].device
+
     # -- flat views ------------------------------------------------------------------------------
     def flatten(self, v: Params) -> Tensor:
         """name -> [Q, *shape] as [Q, d] (order of ``names``)."""
@@ -164,7 +168,7 @@ class Products:
     def matrix(self, chunk: int = 256) -> Tensor:
         """The explicit symmetric d × d matrix (products on ``chunk`` unit vectors at a time)."""
         d = self.dim
-        eye = torch.eye(d, dtype=self.dtype)
+        eye = torch.eye(d, dtype=self.dtype, device=self.device)
         cols = [self.full_flat(eye[lo:lo + chunk]) for lo in range(0, d, chunk)]
         M = torch.cat(cols)  # row i = M e_i = column i (M is symmetric)
         return 0.5 * (M + M.T)

@@ -163,11 +163,12 @@ def _sampler(n: int, batch_size: int, seed: int) -> Callable[[], Tensor]:
     return lambda: torch.randint(n, (size,), generator=gen)
 
 
-def power_iteration(matvec: Matvec, d: int, dtype: torch.dtype, iterations: int = 20, seed: int = 0) -> float:
+def power_iteration(matvec: Matvec, d: int, dtype: torch.dtype, iterations: int = 20, seed: int = 0,
+                    device: torch.device | str = "cpu") -> float:
     """An estimate of the largest eigenvalue of the symmetric operator (|Rayleigh quotient|)."""
     gen = torch.Generator()
     gen.manual_seed(seed)
-    x = torch.randn(1, d, generator=gen, dtype=torch.float64).to(dtype)
+    x = torch.randn(1, d, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
     estimate = 0.0
     for _ in range(iterations):
         x = x / x.norm().clamp_min(torch.finfo(dtype).tiny)
