@@ -128,11 +128,13 @@ class Plan:
                                   fisher=a["fisher"], modules=a["modules"], options=a["options"])
                 for method in self.methods}
 
-    def measurement(self):
-        """The configured measurement on the chosen test examples (Q = len(test_index))."""
+    def measurement(self, count: int | None = None):
+        """The configured measurement on the chosen test examples (Q = len(test_index)), or on the
+        first ``count`` of them."""
         from dtda import measure
 
-        X, y = self.data.X_test[self.test_index], self.data.y_test[self.test_index]
+        index = self.test_index[:count]
+        X, y = self.data.X_test[index], self.data.y_test[index]
         kind = self.config["measure"]["kind"]
         return measure.output(X) if kind == "output" else getattr(measure, kind)(X, y)
 
@@ -361,6 +363,36 @@ class Run:
             write_report(self.dir.report_dir, self.config, plan.data, samples, stats, self.failures(),
                          self.agreement())
         return self.dir.report_dir
+
+    def ensemble(self):
+        """The run's trained members (failed seeds left out) as an :class:`dtda.train.Ensemble`,
+        training any that are missing."""
+        from dtda.train import Ensemble, as_data, train_member
+
+        plan = Plan.build(self.config)
+        data = as_data((plan.data.X_train, plan.data.y_train), plan.recipe.dtype, plan.recipe.loss_name)
+        failed = self.failures()
+        members = [train_member(plan.recipe, data, s, store=self.dir.path) for s in self.seeds if s not in failed]
+        return Ensemble(plan.recipe, data, members)
+
+    def diagnose(self, method: str = "exact", measurements: int = 2, seeds: int = 2) -> Path:
+        """``diagnose/``: unrolling against influence ``method`` at every recorded checkpoint of the
+        first ``seeds`` members, for the first ``measurements`` measurements (PAPER Fig. 3)."""
+        import importlib.util
+
+        from dtda.attribute import diagnose, method_options
+        from dtda.report.diagnosis import write_diagnosis
+
+        ensemble = self.ensemble()
+        ensemble.members = ensemble.members[:seeds]
+        a = self.config["attribute"]
+        options = {k: v for k, v in a["options"].items() if k in method_options()[method]}
+        result = diagnose(ensemble, Plan.build(self.config).measurement(measurements), method=method,
+                          damping=a["damping"], fisher=a["fisher"], modules=a["modules"] or None, **options)
+        plot = importlib.util.find_spec("matplotlib") is not None
+        if not plot:
+            _log("diagnose: matplotlib is not installed (pip install 'dtda[report]'); writing the table only")
+        return write_diagnosis(self.dir.path / "diagnose", result, plot=plot)
 
     def all(self) -> Path:
         """Every stage in order, skipping finished work; returns the report directory."""
