@@ -5,6 +5,6 @@ and :func:`forward_member` (which also returns the parameter shift Δθ(G)).
 """
 
 from dtda.attribute.forward import ForwardResult
-from dtda.attribute.unroll import forward_member, unroll, unroll_member
+from dtda.attribute.unroll import forward_member, unroll, unroll_group, unroll_member
 
-__all__ = ["unroll", "unroll_member", "forward_member", "ForwardResult"]
+__all__ = ["unroll", "unroll_member", "unroll_group", "forward_member", "ForwardResult"]
