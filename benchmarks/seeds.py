@@ -28,6 +28,7 @@ import time
 import torch
 
 from dtda import demo
+from dtda.config import validate
 from dtda.pipeline import Plan
 
 
@@ -68,7 +69,7 @@ def main() -> None:
     from dtda.attribute import unroll_member
     from dtda.train import train_member
 
-    plan = Plan.build(demo.config())
+    plan = Plan.build(validate(demo.config(), source="demo config"))
     recipe, measure = plan.recipe, plan.measurement()
     train = (plan.data.X_train, plan.data.y_train)
     n, B = len(train[0]), recipe.batch_size
