@@ -180,6 +180,10 @@ class Run:
     def __init__(self, run: RunDir, config: dict, quiet: bool = False):
         self.dir, self.config, self.quiet = run, config, quiet
         self.seeds = cfgmod.seed_list(config)
+        from dtda.report import plots_missing
+
+        if missing := plots_missing():  # said before any work starts, not after training
+            _log(f"note: {missing}")
 
     @classmethod
     def create(cls, config: dict, out: str | Path, force: bool = False, quiet: bool = False) -> "Run":

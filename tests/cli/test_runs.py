@@ -122,3 +122,19 @@ def test_demo_quick_end_to_end(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["Q"] >= 20 and summary["K"] == 4
     assert "### The top training examples" in (report / "report.md").read_text()
+
+
+def test_without_matplotlib_the_run_says_so_first_and_writes_the_report_without_plots(tiny, tmp_path, capsys,
+                                                                                         monkeypatch):
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    out = tmp_path / "run"
+    assert cli.main(["run", str(tiny), "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    notice = err.index("pip install 'dtda[report]'")
+    assert notice < err.index("train + unroll members")  # before any work
+    report = out / "report"
+    assert not list(report.glob("*.png"))
+    md = (report / "report.md").read_text()
+    assert "matplotlib is not installed" in md and "### Top 3 by variance increase" in md
