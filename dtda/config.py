@@ -225,7 +225,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "executor": Key(_S, "local", "where seeds run", _choice("local", "process", "ray")),
         "workers": Key(_I, 2, "parallel workers (process) or concurrent tasks (ray)", _positive),
         "threads_per_worker": Key(_I, 1, "torch threads per worker (process, ray)", _positive),
-        "retries": Key(_I, 2, "retries of a failed or killed seed task", _nonneg),
+        "retries": Key(_I, 2, "retries of a failed or killed group task", _nonneg),
+        "seeds_per_group": Key(_I, 0, "seeds trained and unrolled in lockstep as one task (0: chosen from the model's "
+                                      "size, the seeds, the workers and the memory; see `dtda info`)", _nonneg),
         "address": Key(_S, "", "ray: cluster address ('auto', 'ray://host:10001'); empty starts a local cluster"),
         "num_cpus": Key(_F, 1, "ray: CPUs per seed task", _positive),
         "num_gpus": Key(_F, 0, "ray: GPUs per seed task (0: CPU)", _nonneg),

@@ -10,8 +10,11 @@ is complete; a rerun skips it):
    ``summary.json``.
 4. **report**: ``report/`` (``index.html``, ``report.md``, PNG plots).
 
-The seed is the unit of parallel work: one task trains member s (or loads it) and unrolls it, on
-the configured executor, and the driver stores each result as it arrives. A seed whose training
+A group of seeds (``execution.seeds_per_group`` consecutive seeds of the run) is the unit of
+parallel work: one task trains its members in lockstep (or loads them) and unrolls them together,
+on the configured executor, and the driver stores each result as it arrives. A rerun skips the
+groups whose results are all stored and recomputes the others whole (deterministically, so what
+was stored comes out the same). A seed whose training
 hits a non-finite loss is recorded in ``failures.json`` with the error (seed, step, examples);
 with ``execution.on_failure = "continue"`` the run goes on with the other seeds (at least two
 must remain), with ``"stop"`` it ends with that error. Failed seeds are deterministic, so a rerun
@@ -156,12 +159,12 @@ class SeedFailure:
 
 @dataclass
 class SeedJob:
-    """One seed's work: train (or load) member ``seed``, then attribute it by every method of the
-    run unless ``train_only``.
+    """One group's work: train (or load) members ``seeds`` in lockstep, then attribute them
+    together by every method of the run unless ``train_only``.
 
     Picklable (it carries only the resolved config and the run path) so process and Ray workers
-    rebuild the :class:`Plan` themselves; returns (m [Q], {method: δ [N, Q]}), None when
-    ``train_only``, or a :class:`SeedFailure`.
+    rebuild the :class:`Plan` themselves; returns, per seed of the group, (m [Q], {method: δ [N, Q]}),
+    None when ``train_only``, or a :class:`SeedFailure`.
     """
 
     config: dict
@@ -172,22 +175,25 @@ class SeedJob:
     def __getstate__(self):
         return {**self.__dict__, "_plan": None}
 
-    def __call__(self, seed: int):
-        from dtda.train import train_member
+    def __call__(self, seeds: tuple[int, ...]) -> list:
+        from dtda.train.lockstep import train_group_results
 
         if self._plan is None:
             self._plan = Plan.build(self.config)
         plan = self._plan
         train = (plan.data.X_train, plan.data.y_train)
-        try:
-            member = train_member(plan.recipe, train, seed, store=self.run_path)
-        except FloatingPointError as e:
-            return SeedFailure(seed, str(e))
-        if self.train_only:
-            return None
-        results = plan.attribute([member])
-        m = next(iter(results.values())).m[0]
-        return m.detach().cpu(), {method: s.delta[0].detach().cpu() for method, s in results.items()}
+        trained = train_group_results(plan.recipe, train, list(seeds), store=self.run_path)
+        out = [SeedFailure(s, str(r)) if isinstance(r, FloatingPointError) else None for s, r in zip(seeds, trained)]
+        members = [r for r in trained if not isinstance(r, FloatingPointError)]
+        if self.train_only or not members:
+            return out
+        results = plan.attribute(members)
+        m = next(iter(results.values())).m.detach().cpu()
+        attributed = iter(range(len(members)))
+
+        def shard(k: int):
+            return m[k], {method: s.delta[k].detach().cpu() for method, s in results.items()}
+        return [r if r is not None else shard(next(attributed)) for r in out]
 
 
 # ---- the driver ----------------------------------------------------------------------------------
@@ -202,6 +208,10 @@ class Run:
     def __init__(self, run: RunDir, config: dict, quiet: bool = False):
         self.dir, self.config, self.quiet = run, config, quiet
         self.seeds = cfgmod.seed_list(config)
+        from dtda.report import plots_missing
+
+        if missing := plots_missing():  # said before any work starts, not after training
+            _log(f"note: {missing}")
 
     @classmethod
     def create(cls, config: dict, out: str | Path, force: bool = False, quiet: bool = False) -> "Run":
@@ -245,25 +255,44 @@ class Run:
                               threads_per_worker=e["threads_per_worker"], address=e["address"],
                               num_cpus=e["num_cpus"], num_gpus=e["num_gpus"])
 
+    def group_size(self) -> int:
+        """``execution.seeds_per_group``, or when 0 the default for this model, the seeds and the workers."""
+        e = self.config["execution"]
+        if e["seeds_per_group"]:
+            return e["seeds_per_group"]
+        from dtda.train.lockstep import default_group_size
+
+        n_params = sum(p.numel() for p in Plan.build(self.config).recipe.build(0).parameters())
+        return default_group_size(n_params, len(self.seeds), 1 if e["executor"] == "local" else e["workers"])
+
     def _run_seeds(self, todo: list[int], train_only: bool, what: str, on_result) -> None:
+        """Run the groups (consecutive ``group_size`` seeds of the run) that hold a seed of ``todo``,
+        whole: a group is the unit of work, and recomputing it gives its stored members again."""
         from tqdm import tqdm
+
+        from dtda.train.lockstep import groups_of
 
         if not todo:
             return
+        failed = set(self.failures())
+        groups = [g for g in groups_of(self.seeds, self.group_size()) if set(g) & set(todo)]
+        total = sum(len(g) for g in groups)
         job = SeedJob(self.config, str(self.dir.path), train_only=train_only)
         done = 0
-        with tqdm(total=len(todo), desc=what, unit="seed", disable=self.quiet, file=sys.stderr) as bar:
-            def handle(seed, result):
+        with tqdm(total=total, desc=what, unit="seed", disable=self.quiet, file=sys.stderr) as bar:
+            def handle(group, results):
                 nonlocal done
-                if isinstance(result, SeedFailure):
-                    self._record_failure(result)
-                else:
-                    on_result(seed, result)
-                done += 1
-                bar.update(1)
+                for seed, result in zip(group, results):
+                    if isinstance(result, SeedFailure):
+                        if seed not in failed:
+                            self._record_failure(result)
+                    else:
+                        on_result(seed, result)
+                done += len(group)
+                bar.update(len(group))
                 if self.quiet:
-                    _log(f"{what}: seed {seed} done ({done}/{len(todo)})")
-            self._executor().run(job, todo, handle)
+                    _log(f"{what}: seeds {list(group)} done ({done}/{total})")
+            self._executor().run(job, groups, handle)
 
     def train(self) -> None:
         """Stage 1: train every member not yet stored (and not failed)."""
@@ -279,7 +308,7 @@ class Run:
             return
         skip = set(self.failures())
         todo = [s for s in self.seeds if s not in skip and not self.dir.has_shard(s)]
-        self._run_seeds(todo, False, "train + unroll members", lambda s, r: self.dir.write_shard(s, *r))
+        self._run_seeds(todo, False, "train + attribute members", lambda s, r: self.dir.write_shard(s, *r))
         self._reduce()
 
     def _reduce(self) -> None:

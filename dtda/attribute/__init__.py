@@ -10,10 +10,10 @@ name (:func:`method_options` lists them).
 
 from dtda.attribute.forward import ForwardResult
 from dtda.attribute.influence import influence
-from dtda.attribute.unroll import forward_member, unroll, unroll_member
+from dtda.attribute.unroll import forward_member, unroll, unroll_group, unroll_member
 from dtda.attribute import ihvp, source  # noqa: F401  (registers exact, cg, lissa, astra, source)
 from dtda.attribute.diagnose import Diagnosis, diagnose
 from dtda.attribute.methods import attribute, method_options
 
-__all__ = ["unroll", "unroll_member", "forward_member", "ForwardResult", "influence", "diagnose", "Diagnosis",
-           "attribute", "method_options"]
+__all__ = ["unroll", "unroll_member", "unroll_group", "forward_member", "ForwardResult", "influence", "diagnose",
+           "Diagnosis", "attribute", "method_options"]
