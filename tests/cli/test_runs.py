@@ -133,7 +133,7 @@ def test_without_matplotlib_the_run_says_so_first_and_writes_the_report_without_
     assert cli.main(["run", str(tiny), "--out", str(out), "--quiet"]) == 0
     err = capsys.readouterr().err
     notice = err.index("pip install 'dtda[report]'")
-    assert notice < err.index("train + unroll members")  # before any work
+    assert notice < err.index("train + attribute members")  # before any work
     report = out / "report"
     assert not list(report.glob("*.png"))
     md = (report / "report.md").read_text()
