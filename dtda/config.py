@@ -162,6 +162,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
                     _choice("auto", "cross_entropy", "mse")),
         "dtype": Key(_S, "float32", "training dtype", _choice("float32", "float64")),
         "checkpoint_every": Key(_I, 0, "steps between checkpoints (0: about sqrt(steps))", _nonneg),
+        "threads": Key(_I, 1, "torch threads of each seed task on every executor (sums split over threads "
+                              "round differently, so the thread count is part of the result)", _positive),
     },
     "attribute": {
         "method": Key(_S, "unroll", "attribution method (unrolled differentiation)", _choice("unroll")),
@@ -187,7 +189,6 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "execution": {
         "executor": Key(_S, "local", "where seeds run", _choice("local", "process", "ray")),
         "workers": Key(_I, 2, "parallel workers (process) or concurrent tasks (ray)", _positive),
-        "threads_per_worker": Key(_I, 1, "torch threads per worker (process, ray)", _positive),
         "retries": Key(_I, 2, "retries of a failed or killed seed task", _nonneg),
         "address": Key(_S, "", "ray: cluster address ('auto', 'ray://host:10001'); empty starts a local cluster"),
         "num_cpus": Key(_F, 1, "ray: CPUs per seed task", _positive),
@@ -318,10 +319,15 @@ def fingerprint(resolved: dict) -> str:
     """sha256 over the result-relevant sections and the bytes of any data file they name."""
     h = hashlib.sha256()
     h.update(json.dumps({s: resolved[s] for s in RESULT_SECTIONS}, sort_keys=True).encode())
-    kind, _, rest = resolved["data"]["source"].partition(":")
-    if kind in ("csv", "npz"):
-        h.update(Path(rest).read_bytes())
+    for path in data_files(resolved):
+        h.update(path.read_bytes())
     return h.hexdigest()
+
+
+def data_files(resolved: dict) -> list[Path]:
+    """The files a configuration reads its data from (``csv:``/``npz:`` sources)."""
+    kind, _, rest = resolved["data"]["source"].partition(":")
+    return [Path(rest)] if kind in ("csv", "npz") else []
 
 
 def to_toml(resolved: dict) -> str:
