@@ -302,6 +302,7 @@ class Run:
         from tqdm import tqdm
 
         from dtda.stats import distributional
+        from dtda.train.workers import torch_threads
 
         self.attribute()
         if self.dir.trusted(self.stats_path) and self.dir.trusted(self.dir.summary_path):
@@ -312,7 +313,8 @@ class Run:
         for q in tqdm(range(samples.Q), desc="statistics", unit="measurement", disable=self.quiet, file=sys.stderr):
             one = SeedSamples(samples.m[:, q:q + 1], samples.delta[:, :, q:q + 1], samples.seeds,
                               samples.names[q:q + 1], samples.method)
-            parts.append(distributional(one, bootstrap=s["bootstrap"], seed=s["seed"], ci=s["ci"]))
+            with torch_threads(self.config["train"]["threads"]):  # the same bits on every machine
+                parts.append(distributional(one, bootstrap=s["bootstrap"], seed=s["seed"], ci=s["ci"]))
         stats = {name: torch.cat([p.get(name) for p in parts], 1) for name in parts[0].statistics()}
         for name in parts[0].ci:
             stats[f"ci.{name}"] = torch.cat([p.ci[name] for p in parts], 2)

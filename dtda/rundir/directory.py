@@ -123,6 +123,8 @@ class RunDir:
 
     def _prepare(self) -> None:
         """Remove an interrupted run's temporaries; refuse changed inputs that cannot be recomputed."""
+        if self.manifest.unreadable:
+            print(f"{self.manifest.unreadable}: no file of the run is trusted, each is recomputed", file=sys.stderr)
         stale = self.temporaries()
         for p in stale:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
@@ -156,7 +158,7 @@ class RunDir:
 
     def fingerprint(self) -> str | None:
         f = self.path / self.FINGERPRINT
-        return f.read_text().strip() if f.is_file() else None
+        return f.read_text(errors="replace").strip() if f.is_file() else None
 
     def move_aside(self) -> Path:
         """Rename the directory to ``<path>.moved-<timestamp>`` (unlocked first); returns the new path."""

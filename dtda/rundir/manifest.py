@@ -2,7 +2,7 @@
 
 ``<run>/manifest.json``::
 
-    {"format": "dtda-manifest-1",
+    {"format": "dtda-manifest-1", "sha256": "<sha256 of the files table as canonical JSON>",
      "files": {"shards/3.safetensors": {"sha256": "…", "size": 1234,
                                         "inputs": {"members/3/member.safetensors": "<its sha256>"}}, …}}
 
@@ -50,6 +50,8 @@ class Manifest:
                 data = json.loads(self.path.read_text())
                 if data.get("format") != FORMAT or not isinstance(data.get("files"), dict):
                     raise ValueError(f"format {data.get('format')!r}, expected {FORMAT!r}")
+                if data.get("sha256") != _digest(data["files"]):
+                    raise ValueError("its own checksum does not match its contents")
                 self.files = {k: {"sha256": str(e["sha256"]), "size": int(e["size"]), "inputs": dict(e["inputs"])}
                               for k, e in data["files"].items()}
             except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
@@ -99,4 +101,9 @@ class Manifest:
         return None
 
     def _save(self) -> None:
-        atomic_write_text(self.path, json.dumps({"format": FORMAT, "files": self.files}, indent=1, sort_keys=True) + "\n")
+        atomic_write_text(self.path, json.dumps({"format": FORMAT, "sha256": _digest(self.files), "files": self.files},
+                                                indent=1, sort_keys=True) + "\n")
+
+
+def _digest(files: dict) -> str:
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
