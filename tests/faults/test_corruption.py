@@ -59,6 +59,14 @@ def test_damaged_file_is_recomputed_to_identical_results(run_copy, reference, ki
     assert cli.main(["verify", str(run_copy)]) == 0
 
 
+def test_report_of_a_run_with_damaged_statistics_recomputes_them_first(run_copy, reference, capsys):
+    damage(run_copy / "statistics.safetensors", "truncate", random.Random(7))
+    capsys.readouterr()
+    assert cli.main(["report", str(run_copy)]) == 0
+    assert "statistics.safetensors: " in capsys.readouterr().err
+    assert digests(run_copy) == digests(reference)
+
+
 def test_a_recomputed_input_with_other_bits_makes_what_was_derived_from_it_stale(tmp_path, capsys):
     run = RunDir(tmp_path)
     a, b = tmp_path / "a", tmp_path / "b"
