@@ -113,6 +113,25 @@ class Plan:
         kind = config["measure"]["kind"]
         return cls(config, data, recipe, index, [f"{kind}[test {i}]" for i in index])
 
+    @property
+    def methods(self) -> list[str]:
+        """The run's attribution methods: the main one first, then those it is compared with."""
+        a = self.config["attribute"]
+        return [a["method"], *a["compare"]]
+
+    def attribute(self, members: list) -> dict[str, SeedSamples]:
+        """Every method's :class:`SeedSamples` for trained ``members`` (fitted together where the
+        method batches seeds)."""
+        from dtda.attribute import attribute
+        from dtda.train import Ensemble, as_data
+
+        data = as_data((self.data.X_train, self.data.y_train), self.recipe.dtype, self.recipe.loss_name)
+        ensemble = Ensemble(self.recipe, data, members)
+        a = self.config["attribute"]
+        return {method: attribute(ensemble, self.measurement(), method, mode=a["mode"], damping=a["damping"],
+                                  fisher=a["fisher"], modules=a["modules"], options=a["options"])
+                for method in self.methods}
+
     def measurement(self):
         """The configured measurement on the chosen test examples (Q = len(test_index))."""
         from dtda import measure
@@ -120,6 +139,11 @@ class Plan:
         X, y = self.data.X_test[self.test_index], self.data.y_test[self.test_index]
         kind = self.config["measure"]["kind"]
         return measure.output(X) if kind == "output" else getattr(measure, kind)(X, y)
+
+
+def method_label(attribute: dict, method: str) -> str:
+    """The ``SeedSamples.method`` a run stores for ``method``: unroll-<mode> or influence-<name>."""
+    return f"unroll-{attribute['mode']}" if method == "unroll" else f"influence-{method}"
 
 
 # ---- the per-seed task ---------------------------------------------------------------------------
@@ -134,11 +158,12 @@ class SeedFailure:
 
 @dataclass
 class SeedJob:
-    """One seed's work: train (or load) member ``seed``, then unroll it unless ``train_only``.
+    """One seed's work: train (or load) member ``seed``, then attribute it by every method of the
+    run unless ``train_only``.
 
     Picklable (it carries only the resolved config and the run path) so process and Ray workers
-    rebuild the :class:`Plan` themselves; returns (m [Q], δ [N, Q]), None when ``train_only``, or
-    a :class:`SeedFailure`.
+    rebuild the :class:`Plan` themselves; returns (m [Q], {method: δ [N, Q]}), None when
+    ``train_only``, or a :class:`SeedFailure`.
     """
 
     config: dict
@@ -165,11 +190,9 @@ class SeedJob:
                 return SeedFailure(seed, str(e))
             if self.train_only:
                 return None
-            from dtda.attribute import unroll_member
-
-            m, delta = unroll_member(plan.recipe, train, member, plan.measurement(),
-                                     mode=self.config["attribute"]["mode"])
-        return m.detach().cpu(), delta.detach().cpu()
+            results = plan.attribute([member])
+        m = next(iter(results.values())).m[0]
+        return m.detach().cpu(), {method: s.delta[0].detach().cpu() for method, s in results.items()}
 
 
 # ---- the driver ----------------------------------------------------------------------------------
@@ -268,13 +291,20 @@ class Run:
         skip = set(self.failures())
         todo = [s for s in self.seeds if s not in skip and not self._seed_trusted(s)]
         self._run_seeds(todo, False, "train + unroll members", lambda s, r: self.dir.write_shard(s, *r))
-        if not self.dir.trusted(self.dir.samples_path):
+        if not all([self.dir.trusted(p) for p in self._samples_paths()]):  # each checked, each bad one named
             self._reduce()
 
     def _seed_trusted(self, seed: int) -> bool:
         """Whether member and shard of ``seed`` verify (each one that does not is removed, with a line)."""
         member = self.dir.trusted(self.dir.member_path(seed))
         return self.dir.trusted(self.dir.shard_path(seed)) and member
+
+    def _samples_paths(self) -> list[Path]:
+        """samples.safetensors and the samples of every compared method."""
+        return [self.dir.samples_path] + [self.dir.compare_path(m) for m in self.config["attribute"]["compare"]]
+
+    def _agreement_input(self) -> list[Path]:
+        return [self.dir.agreement_path] if self.config["attribute"]["compare"] else []
 
     def _failures_input(self) -> list[Path]:
         """failures.json, as an input of what the failed seeds leave out, when there is one."""
@@ -290,12 +320,15 @@ class Run:
         if missing:
             raise RunError(f"no attribution for seeds {missing}; run `dtda attribute {self.dir.path}`")
         shards = [self.dir.read_shard(s) for s in seeds]
-        plan_names = Plan.build(self.config).names
-        samples = SeedSamples(torch.stack([m for m, _ in shards]), torch.stack([d for _, d in shards]),
-                              seeds, plan_names, f"unroll-{self.config['attribute']['mode']}",
-                              meta={"failed_seeds": sorted(failed)})
-        samples.save(self.dir.samples_path)  # atomic
-        self.dir.commit([self.dir.samples_path], [self.dir.shard_path(s) for s in seeds] + self._failures_input())
+        plan = Plan.build(self.config)
+        m = torch.stack([m for m, _ in shards])
+        for i, method in enumerate(plan.methods):
+            samples = SeedSamples(m, torch.stack([d[method] for _, d in shards]), seeds, plan.names,
+                                  method_label(self.config["attribute"], method),
+                                  meta={"failed_seeds": sorted(failed)})
+            path = self.dir.samples_path if i == 0 else self.dir.compare_path(method)
+            samples.save(path)  # atomic
+            self.dir.commit([path], [self.dir.shard_path(s) for s in seeds] + self._failures_input())
 
     def statistics(self) -> None:
         """Stage 3: distributional statistics per measurement (bar over measurements) and summary.json."""
@@ -305,9 +338,13 @@ class Run:
         from dtda.train.workers import torch_threads
 
         self.attribute()
-        if self.dir.trusted(self.stats_path) and self.dir.trusted(self.dir.summary_path):
+        compare = self.config["attribute"]["compare"]
+        if self.dir.trusted(self.stats_path) and self.dir.trusted(self.dir.summary_path) \
+                and (not compare or self.dir.trusted(self.dir.agreement_path)):
             return
         samples = read_samples(self.dir.samples_path)
+        if compare:
+            self._agreement(samples, compare)
         s = self.config["statistics"]
         parts = []
         for q in tqdm(range(samples.Q), desc="statistics", unit="measurement", disable=self.quiet, file=sys.stderr):
@@ -329,6 +366,23 @@ class Run:
         self.dir.write_json(self.dir.summary_path, summarize(self.config, samples, stats, self.failures(), labels),
                             inputs=[self.dir.samples_path, self.stats_path] + self._failures_input())
 
+    def _agreement(self, samples: SeedSamples, compare: list[str]) -> None:
+        """``agreement.json``: per compared method and measurement, :func:`dtda.stats.agreement.agreement`
+        with the main method (NaN, for a constant side, written as null)."""
+        from dtda.stats.agreement import agreement
+
+        out = {}
+        for method in compare:
+            table = agreement(samples, read_samples(self.dir.compare_path(method)))
+            out[method] = {"method": method_label(self.config["attribute"], method), "measurements": samples.names,
+                           **{k: [None if v != v else v for v in col.tolist()] for k, col in table.items()}}
+        self.dir.write_json(self.dir.agreement_path, out, inputs=self._samples_paths())
+
+    def agreement(self) -> dict:
+        """The stored ``agreement.json`` ({} for a run without ``attribute.compare``)."""
+        path = self.dir.agreement_path
+        return self.dir.read_json(path) if self.config["attribute"]["compare"] and path.is_file() else {}
+
     @property
     def stats_path(self) -> Path:
         return self.dir.path / "statistics.safetensors"
@@ -342,9 +396,10 @@ class Run:
             samples = read_samples(self.dir.samples_path)
             stats = read_stats(self.stats_path)
             plan = Plan.build(self.config)
-            write_report(self.dir.report_dir, self.config, plan.data, samples, stats, self.failures())
-            self.dir.commit_tree(self.dir.report_dir,
-                                 [self.dir.samples_path, self.stats_path] + self._failures_input())
+            write_report(self.dir.report_dir, self.config, plan.data, samples, stats, self.failures(),
+                         self.agreement())
+            self.dir.commit_tree(self.dir.report_dir, [self.dir.samples_path, self.stats_path]
+                                 + self._failures_input() + self._agreement_input())
         return self.dir.report_dir
 
     def all(self) -> Path:

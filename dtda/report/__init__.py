@@ -36,9 +36,32 @@ def _label(v) -> str:
     return str(int(v)) if float(v).is_integer() else f"{float(v):.3g}"
 
 
+AGREEMENT_TEXT = (
+    "Each compared method was computed on the same seeds as the main one. Per measurement: the Spearman "
+    "correlation over training examples of the mean shifts and of the variance increases, the median over "
+    "seeds of the per-seed Pearson correlation of the removal effects (does each seed's estimate sample "
+    "that seed's effect?), and the share of the 10 examples with the largest |mean shift| the two have in "
+    "common. This answers, on this run, the paper's question of what influence functions sample.")
+
+
+def _agreement_blocks(agreement: dict, main: str) -> list:
+    """The report section on how compared methods agree with the main one (``agreement.json``)."""
+    rows = []
+    for entry in agreement.values():
+        for q, name in enumerate(entry["measurements"]):
+            rows.append([name, entry["method"], *("n/a" if entry[k][q] is None else f"{entry[k][q]:.3f}"
+                                                  for k in ("spearman_mean", "spearman_var_increase",
+                                                            "median_seed_pearson", "top10_overlap"))])
+    return [Heading(2, f"How the methods agree with {main}"), Para(AGREEMENT_TEXT),
+            Table(["measurement", "method", "Spearman mean shift", "Spearman variance increase",
+                   "median per-seed Pearson", "top-10 overlap"], rows)]
+
+
 def write_report(out: Path, config: dict, data: TaskData, samples: SeedSamples, stats: dict[str, Tensor],
-                 failures: dict[int, str]) -> Path:
-    """Write the report directory ``out`` atomically (replacing an older report); returns ``out``."""
+                 failures: dict[int, str], agreement: dict | None = None) -> Path:
+    """Write the report directory ``out`` atomically (replacing an older report); returns ``out``.
+
+    ``agreement``: the run's ``agreement.json`` (compared methods), shown in its own section."""
     r = config["report"]
     k, n_remove = r["top"], r["remove"]
     shown = list(range(min(r["measurements"], samples.Q)))
@@ -86,6 +109,8 @@ def write_report(out: Path, config: dict, data: TaskData, samples: SeedSamples, 
                            Image(f"examples_{q}.png", f"top training examples for {name}")]
         summary = [[name, _fmt(samples.m[:, q].mean()), _fmt(samples.m[:, q].std()),
                     *(f"#{ranking(stats, by, q, 1)[0]}" for by in CRITERIA)] for q, name in enumerate(samples.names)]
+        if agreement:
+            blocks += _agreement_blocks(agreement, samples.method)
         blocks += [Heading(2, "All measurements"),
                    Table(["measurement", "mean", "sd", *(f"top by {c}" for c in CRITERIA.values())], summary)]
         (tmp / "report.md").write_text(markdown(blocks))

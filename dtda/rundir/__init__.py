@@ -5,8 +5,10 @@ Layout of a run directory (see ``docs/cli.md``)::
     config.toml             resolved configuration (every default filled in)
     fingerprint             sha256 of the result-relevant part of the config and the data files
     members/<seed>/         checkpoints and trajectory indices, written by the training code
-    shards/<seed>.safetensors   per-seed attribution: m [Q], delta [N, Q]
-    samples.safetensors     the reduced SeedSamples: m [K, Q], delta [K, N, Q]
+    shards/<seed>.safetensors   per-seed attribution: m [Q], delta.<method> [N, Q] per method
+    samples.safetensors     the reduced SeedSamples of the main method: m [K, Q], delta [K, N, Q]
+    samples.<method>.safetensors   the same for each method in attribute.compare
+    agreement.json          how each compared method agrees with the main one, per measurement
     summary.json            distributional statistics and failed seeds
     report/                 index.html, report.md and PNG plots
     manifest.json           sha256, size and inputs of every file above (:mod:`dtda.rundir.manifest`)

@@ -198,6 +198,14 @@ class RunDir:
     def samples_path(self) -> Path:
         return self.path / "samples.safetensors"
 
+    def compare_path(self, method: str) -> Path:
+        """The SeedSamples of a method the run compares with its main one (``attribute.compare``)."""
+        return self.path / f"samples.{method}.safetensors"
+
+    @property
+    def agreement_path(self) -> Path:
+        return self.path / "agreement.json"
+
     @property
     def summary_path(self) -> Path:
         return self.path / "summary.json"
@@ -212,15 +220,17 @@ class RunDir:
 
     # ---- per-seed shards -------------------------------------------------------------------------
 
-    def write_shard(self, seed: int, m: torch.Tensor, delta: torch.Tensor) -> None:
-        """Store one seed's attribution: ``m`` [Q] and ``delta`` [N, Q]."""
+    def write_shard(self, seed: int, m: torch.Tensor, deltas: dict[str, torch.Tensor]) -> None:
+        """Store one seed's attribution: ``m`` [Q] and, per method, ``delta.<method>`` [N, Q]."""
+        tensors = {"m": m, **{f"delta.{method}": d for method, d in deltas.items()}}
         with atomic_path(self.shard_path(seed)) as tmp:
-            save_file({"m": m.detach().cpu().contiguous(), "delta": delta.detach().cpu().contiguous()}, str(tmp))
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
         self.commit([self.shard_path(seed)], inputs=[self.member_path(seed)])
 
-    def read_shard(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def read_shard(self, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(m [Q], {method: delta [N, Q]}) of one seed."""
         t = load_file(str(self.shard_path(seed)))
-        return t["m"], t["delta"]
+        return t.pop("m"), {k.removeprefix("delta."): v for k, v in t.items()}
 
     # ---- JSON ------------------------------------------------------------------------------------
 
