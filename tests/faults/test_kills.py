@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import HERE, RESULTS, TIMEOUT_S, digests, dtda, every_file, write_config
+from faultkit import HERE, RESULTS, TIMEOUT_S, digests, dtda, every_file, write_config
 
 from dtda import cli
 
@@ -108,3 +108,27 @@ def test_a_second_driver_is_refused_while_the_first_lives_then_takes_over_its_st
     assert cli.main(["run", str(run_copy), "--quiet"]) == 0  # the holder died: its lock is stale
     assert f"taking over the lock of process {holder.pid}, which is no longer running" in capsys.readouterr().err
     assert not lock.exists()  # released at the end
+
+
+@pytest.mark.parametrize("prctl", [True, False], ids=["death-signal", "watchdog-only"])
+def test_a_bound_worker_ends_when_its_parent_is_killed(prctl):
+    """:func:`exit_with_parent` alone (its watchdog without prctl, as on other systems) ends the worker."""
+    grandchild = ("import os, sys, time\n"
+                  "from dtda.train.workers import exit_with_parent\n"
+                  + ("" if prctl else "sys.platform = 'other'\n")
+                  + "exit_with_parent(os.getppid()); print('bound', flush=True); time.sleep(120)")
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys, time\n"
+         f"worker = subprocess.Popen([sys.executable, '-c', {grandchild!r}])\n"
+         "print(worker.pid, flush=True); time.sleep(120)"], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(parent.stdout.readline())
+        assert parent.stdout.readline().strip() == "bound"
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=TIMEOUT_S)
+        deadline = time.monotonic() + 30
+        while alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(worker)
+    finally:
+        parent.kill()
