@@ -287,13 +287,11 @@ class RunDir:
         for key in sorted(m.files):
             if why := m.problem(self.path / key):
                 problems.append(f"{key}: {why}")
+        problems += [f"{m.key(p)}: temporary file of an interrupted run (the next run removes it)"
+                     for p in self.temporaries()]
         for parent, dirs, files in os.walk(self.path):
-            for name in sorted(files + dirs):
-                p = Path(parent, name)
-                key = m.key(p)
-                if _is_temporary(name):
-                    problems.append(f"{key}: temporary file of an interrupted run (the next run removes it)")
-                elif p.is_file() and key not in m.files and name not in (MANIFEST, lock.NAME):
-                    problems.append(f"{key}: not recorded in the manifest")
             dirs[:] = [d for d in dirs if not _is_temporary(d)]
+            keys = [m.key(Path(parent, n)) for n in sorted(files) if not _is_temporary(n)]
+            problems += [f"{k}: not recorded in the manifest" for k in keys
+                         if k not in m.files and k not in (MANIFEST, lock.NAME)]
         return problems

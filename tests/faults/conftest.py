@@ -1,23 +1,13 @@
 """Fixtures of the fault-injection suite: a shrunk demo (digits, 3 seeds of a 32-unit MLP, 4 steps,
 3 test digits), large enough that torch splits its sums over threads, small enough to run in seconds."""
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
-from faultkit import write_config
+from .faultkit import write_config
 
 from dtda import cli
-
-
-def pytest_collection_modifyitems(config, items):
-    """The full kill matrix is opt-in (DTDA_SLOW=1): CI runs one kill per executor."""
-    if os.environ.get("DTDA_SLOW") != "1":
-        skip = pytest.mark.skip(reason="slow fault matrix: set DTDA_SLOW=1 to run it")
-        for item in items:
-            if "slow" in item.keywords:
-                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

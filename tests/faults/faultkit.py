@@ -1,5 +1,5 @@
 """Helpers of the fault-injection suite: its configuration, digests of run files, ``dtda`` in a fresh
-process (a module of its own: ``conftest`` names collide across test folders)."""
+process (imported by the tests of this package)."""
 
 import hashlib
 import subprocess

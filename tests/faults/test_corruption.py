@@ -6,7 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
-from faultkit import digests, every_file, write_config
+from .faultkit import digests, every_file, write_config
 
 from dtda import cli
 from dtda.rundir import RunDir

@@ -5,7 +5,7 @@ import os
 import stat
 
 import pytest
-from faultkit import every_file, write_config
+from .faultkit import every_file, write_config
 
 from dtda import cli
 from dtda.rundir import RunDir

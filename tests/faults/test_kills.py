@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from faultkit import HERE, RESULTS, TIMEOUT_S, digests, dtda, every_file, write_config
+from .faultkit import HERE, RESULTS, TIMEOUT_S, digests, dtda, every_file, write_config
 
 from dtda import cli
 
@@ -62,7 +62,8 @@ def test_kill_while_renaming_the_report_leaves_a_temporary_that_the_resume_remov
     assert every_file(out) == every_file(reference)
 
 
-@pytest.mark.slow  # 8 runs of a few seconds each: opt in with DTDA_SLOW=1
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("DTDA_SLOW") != "1", reason="8 killed runs: opt in with DTDA_SLOW=1")
 @pytest.mark.parametrize("executor", ["local", "process"])
 @pytest.mark.parametrize("stage", STAGES)
 def test_kill_9_at_a_seeded_point_then_resume_is_identical(tmp_path, reference, executor, stage):
