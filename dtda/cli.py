@@ -1,8 +1,9 @@
-"""The ``dtda`` command line: ``demo``, ``run``, the stages ``train``/``attribute``/``report``, ``diagnose``,
-``info``.
+"""The ``dtda`` command line: ``demo``, ``run``, the stages ``train``/``attribute``/``report``, ``verify``,
+``diagnose``, ``info``.
 
 Exit codes: 0 success; 2 invalid configuration or arguments (every problem listed); 1 the run
-could not go on (a directory made for another config, failed seeds, missing stage inputs).
+could not go on (a directory made for another config or in use, failed seeds, a file that cannot
+be written), or ``verify`` found a problem.
 Reference: ``docs/cli.md``.
 """
 
@@ -48,7 +49,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--measurements", type=int, default=2, help="first measurements diagnosed (default: %(default)s)")
     p.add_argument("--seeds", type=int, default=2, help="first seeds diagnosed (default: %(default)s)")
     p.add_argument("--quiet", action="store_true")
+    p = sub.add_parser("verify", help="check every file of a run directory against its manifest (changes nothing)")
+    p.add_argument("target", help="run directory")
     return parser
+
+
+def _verify(target: str) -> int:
+    from dtda.rundir import RunDir
+
+    run = RunDir(target)
+    if not run.config_path.is_file():
+        print(f"dtda: {target} is not a dtda run directory (no {RunDir.CONFIG})", file=sys.stderr)
+        return EXIT_FAILED
+    problems = run.verify()
+    for line in problems:
+        print(f"{run.path / line}")
+    if problems:
+        print(f"dtda verify: {len(problems)} problem(s) in {run.path}; `dtda run` on it recomputes what can "
+              "be recomputed", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"dtda verify: {len(run.manifest.files)} files verified in {run.path}", file=sys.stderr)
+    return 0
 
 
 def _overrides(args) -> dict:
@@ -101,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(report())
         return 0
+    if args.command == "verify":
+        return _verify(args.target)
 
     from dtda.config import ConfigError
     from dtda.sources import DataError
@@ -108,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     from dtda.rundir import RunDirError
     from dtda.train.executors import TaskFailed
 
+    run = None
     try:
         if args.command == "report":
             run = Run.open(args.target, quiet=args.quiet)
@@ -128,7 +152,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             run.train()
         elif args.command == "attribute":
-            run.attribute()
             run.statistics()
         else:
             print(run.all() / "index.html")
@@ -138,4 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     except (RunDirError, RunError, DataError, TaskFailed) as e:
         print(f"dtda: {e}", file=sys.stderr)
         return EXIT_FAILED
+    except OSError as e:  # a full disk, a read-only directory: every file already written is intact
+        where = f" {e.filename}" if e.filename else ""
+        print(f"dtda: cannot write{where}: {e.strerror or e}. Every file written before is intact; free space "
+              "or fix the permissions, then rerun the same command to resume", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        if run is not None:
+            run.close()
     return 0

@@ -186,6 +186,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
                     _choice("auto", "cross_entropy", "mse")),
         "dtype": Key(_S, "float32", "training dtype", _choice("float32", "float64")),
         "checkpoint_every": Key(_I, 0, "steps between checkpoints (0: about sqrt(steps))", _nonneg),
+        "threads": Key(_I, 1, "torch threads of each seed task on every executor (sums split over threads "
+                              "round differently, so the thread count is part of the result)", _positive),
     },
     "attribute": {
         "method": Key(_S, "unroll", "attribution method: unroll (exact unrolled differentiation) or an influence "
@@ -224,7 +226,6 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "execution": {
         "executor": Key(_S, "local", "where seeds run", _choice("local", "process", "ray")),
         "workers": Key(_I, 2, "parallel workers (process) or concurrent tasks (ray)", _positive),
-        "threads_per_worker": Key(_I, 1, "torch threads per worker (process, ray)", _positive),
         "retries": Key(_I, 2, "retries of a failed or killed group task", _nonneg),
         "seeds_per_group": Key(_I, 0, "seeds trained and unrolled in lockstep as one task (0: chosen from the model's "
                                       "size, the seeds, the workers and the memory; see `dtda info`)", _nonneg),
@@ -375,10 +376,15 @@ def fingerprint(resolved: dict) -> str:
     """sha256 over the result-relevant sections and the bytes of any data file they name."""
     h = hashlib.sha256()
     h.update(json.dumps({s: resolved[s] for s in RESULT_SECTIONS}, sort_keys=True).encode())
-    kind, _, rest = resolved["data"]["source"].partition(":")
-    if kind in ("csv", "npz"):
-        h.update(Path(rest).read_bytes())
+    for path in data_files(resolved):
+        h.update(path.read_bytes())
     return h.hexdigest()
+
+
+def data_files(resolved: dict) -> list[Path]:
+    """The files a configuration reads its data from (``csv:``/``npz:`` sources)."""
+    kind, _, rest = resolved["data"]["source"].partition(":")
+    return [Path(rest)] if kind in ("csv", "npz") else []
 
 
 def to_toml(resolved: dict) -> str:

@@ -1,7 +1,8 @@
 """The staged job behind ``dtda run``: train → attribute → statistics → report, resumable.
 
-Stages and what marks them finished (every output is written atomically, so a file that exists
-is complete; a rerun skips it):
+Stages and what marks them finished (every output is written atomically and then recorded with its
+sha256 in the run's manifest; a rerun skips a file that verifies, and recomputes one that does not
+from what it was derived from, see ``docs/reliability.md``):
 
 1. **train**: per seed, ``members/<seed>/member.safetensors`` (written by :func:`dtda.train.train_member`).
 2. **attribute**: per seed, ``shards/<seed>.safetensors`` with m [Q] and δ [N, Q]; then the
@@ -9,6 +10,9 @@ is complete; a rerun skips it):
 3. **statistics**: ``statistics.safetensors`` (every statistic [N, Q] and its CI [2, N, Q]) and
    ``summary.json``.
 4. **report**: ``report/`` (``index.html``, ``report.md``, PNG plots).
+
+Each stage first brings its inputs up to date (``report`` runs ``statistics``, which runs
+``attribute``), so a corrupt or missing input is recomputed before it is read.
 
 A group of seeds (``execution.seeds_per_group`` consecutive seeds of the run) is the unit of
 parallel work: one task trains its members in lockstep (or loads them) and unrolls them together,
@@ -177,17 +181,20 @@ class SeedJob:
 
     def __call__(self, seeds: tuple[int, ...]) -> list:
         from dtda.train.lockstep import train_group_results
+        from dtda.train.workers import torch_threads
 
         if self._plan is None:
             self._plan = Plan.build(self.config)
         plan = self._plan
         train = (plan.data.X_train, plan.data.y_train)
-        trained = train_group_results(plan.recipe, train, list(seeds), store=self.run_path)
-        out = [SeedFailure(s, str(r)) if isinstance(r, FloatingPointError) else None for s, r in zip(seeds, trained)]
-        members = [r for r in trained if not isinstance(r, FloatingPointError)]
-        if self.train_only or not members:
-            return out
-        results = plan.attribute(members)
+        with torch_threads(self.config["train"]["threads"]):  # the same bits on every executor
+            trained = train_group_results(plan.recipe, train, list(seeds), store=self.run_path)
+            out = [SeedFailure(s, str(r)) if isinstance(r, FloatingPointError) else None
+                   for s, r in zip(seeds, trained)]
+            members = [r for r in trained if not isinstance(r, FloatingPointError)]
+            if self.train_only or not members:
+                return out
+            results = plan.attribute(members)
         m = next(iter(results.values())).m.detach().cpu()
         attributed = iter(range(len(members)))
 
@@ -217,7 +224,8 @@ class Run:
     def create(cls, config: dict, out: str | Path, force: bool = False, quiet: bool = False) -> "Run":
         """Resolve ``config`` (validated), then make or reopen ``out`` for it."""
         resolved, _ = resolve(config)
-        run = RunDir.create(out, cfgmod.to_toml(resolved), cfgmod.fingerprint(resolved), force=force)
+        run = RunDir.create(out, cfgmod.to_toml(resolved), cfgmod.fingerprint(resolved), force=force,
+                            sources=cfgmod.data_files(resolved))
         return cls(run, resolved, quiet)
 
     @classmethod
@@ -227,17 +235,25 @@ class Run:
         bad = set(overrides or {}) - {"execution", "report"}
         if bad:
             raise cfgmod.ConfigError([f"[{s}]: cannot be changed for an existing run" for s in sorted(bad)])
-        config = cfgmod.load(run.config_path, overrides)
-        if cfgmod.fingerprint(config) != run.fingerprint():
-            raise RunError(f"{run.config_path} no longer matches the run's fingerprint (was it edited, or a "
-                           f"data file changed?); start a new run with --force")
+        try:
+            config = cfgmod.load(run.config_path, overrides)
+            if cfgmod.fingerprint(config) != run.fingerprint():
+                raise RunError(f"{run.config_path} no longer matches the run's fingerprint (was it edited, or a "
+                               f"data file changed?); start a new run with --force")
+        except BaseException:
+            run.close()
+            raise
         return cls(run, config, quiet)
+
+    def close(self) -> None:
+        """Unlock the run directory for other drivers."""
+        self.dir.close()
 
     # -- stages --
 
     def failures(self) -> dict[int, str]:
         path = self.dir.failures_path
-        return {int(k): v for k, v in self.dir.read_json(path).items()} if path.is_file() else {}
+        return {int(k): v for k, v in self.dir.read_json(path).items()} if self.dir.trusted(path) else {}
 
     def _record_failure(self, f: SeedFailure) -> None:
         failures = self.failures()
@@ -252,7 +268,7 @@ class Run:
 
         e = self.config["execution"]
         return executors.make(e["executor"], workers=e["workers"], retries=e["retries"],
-                              threads_per_worker=e["threads_per_worker"], address=e["address"],
+                              threads_per_worker=self.config["train"]["threads"], address=e["address"],
                               num_cpus=e["num_cpus"], num_gpus=e["num_gpus"])
 
     def group_size(self) -> int:
@@ -287,6 +303,7 @@ class Run:
                         if seed not in failed:
                             self._record_failure(result)
                     else:
+                        self.dir.commit([self.dir.member_path(seed)])  # written by the task, recorded here
                         on_result(seed, result)
                 done += len(group)
                 bar.update(len(group))
@@ -296,20 +313,33 @@ class Run:
 
     def train(self) -> None:
         """Stage 1: train every member not yet stored (and not failed)."""
-        from dtda.train.record import member_path
-
         skip = set(self.failures())
-        todo = [s for s in self.seeds if s not in skip and not member_path(self.dir.path, s).is_file()]
+        todo = [s for s in self.seeds if s not in skip and not self.dir.trusted(self.dir.member_path(s))]
         self._run_seeds(todo, True, "train members", lambda s, r: None)
 
     def attribute(self) -> None:
         """Stage 2: per-seed shards (training any missing member on the way), then samples.safetensors."""
-        if self.dir.samples_path.is_file():
-            return
         skip = set(self.failures())
-        todo = [s for s in self.seeds if s not in skip and not self.dir.has_shard(s)]
+        todo = [s for s in self.seeds if s not in skip and not self._seed_trusted(s)]
         self._run_seeds(todo, False, "train + attribute members", lambda s, r: self.dir.write_shard(s, *r))
-        self._reduce()
+        if not all([self.dir.trusted(p) for p in self._samples_paths()]):  # each checked, each bad one named
+            self._reduce()
+
+    def _seed_trusted(self, seed: int) -> bool:
+        """Whether member and shard of ``seed`` verify (each one that does not is removed, with a line)."""
+        member = self.dir.trusted(self.dir.member_path(seed))
+        return self.dir.trusted(self.dir.shard_path(seed)) and member
+
+    def _samples_paths(self) -> list[Path]:
+        """samples.safetensors and the samples of every compared method."""
+        return [self.dir.samples_path] + [self.dir.compare_path(m) for m in self.config["attribute"]["compare"]]
+
+    def _agreement_input(self) -> list[Path]:
+        return [self.dir.agreement_path] if self.config["attribute"]["compare"] else []
+
+    def _failures_input(self) -> list[Path]:
+        """failures.json, as an input of what the failed seeds leave out, when there is one."""
+        return [self.dir.failures_path] if self.dir.failures_path.is_file() else []
 
     def _reduce(self) -> None:
         failed = self.failures()
@@ -317,7 +347,7 @@ class Run:
         if len(seeds) < 2:
             raise RunError(f"only {len(seeds)} seed(s) finished (failed: {sorted(failed)}); at least 2 are "
                            "needed for distributional statistics")
-        missing = [s for s in seeds if not self.dir.has_shard(s)]
+        missing = [s for s in seeds if not self.dir.shard_path(s).is_file()]
         if missing:
             raise RunError(f"no attribution for seeds {missing}; run `dtda attribute {self.dir.path}`")
         shards = [self.dir.read_shard(s) for s in seeds]
@@ -327,17 +357,21 @@ class Run:
             samples = SeedSamples(m, torch.stack([d[method] for _, d in shards]), seeds, plan.names,
                                   method_label(self.config["attribute"], method),
                                   meta={"failed_seeds": sorted(failed)})
-            samples.save(self.dir.samples_path if i == 0 else self.dir.compare_path(method))  # atomic
+            path = self.dir.samples_path if i == 0 else self.dir.compare_path(method)
+            samples.save(path)  # atomic
+            self.dir.commit([path], [self.dir.shard_path(s) for s in seeds] + self._failures_input())
 
     def statistics(self) -> None:
         """Stage 3: distributional statistics per measurement (bar over measurements) and summary.json."""
         from tqdm import tqdm
 
         from dtda.stats import distributional
+        from dtda.train.workers import torch_threads
 
+        self.attribute()
         compare = self.config["attribute"]["compare"]
-        if self.dir.summary_path.is_file() and self.stats_path.is_file() \
-                and (not compare or self.dir.agreement_path.is_file()):
+        if self.dir.trusted(self.stats_path) and self.dir.trusted(self.dir.summary_path) \
+                and (not compare or self.dir.trusted(self.dir.agreement_path)):
             return
         samples = read_samples(self.dir.samples_path)
         if compare:
@@ -347,7 +381,8 @@ class Run:
         for q in tqdm(range(samples.Q), desc="statistics", unit="measurement", disable=self.quiet, file=sys.stderr):
             one = SeedSamples(samples.m[:, q:q + 1], samples.delta[:, :, q:q + 1], samples.seeds,
                               samples.names[q:q + 1], samples.method)
-            parts.append(distributional(one, bootstrap=s["bootstrap"], seed=s["seed"], ci=s["ci"]))
+            with torch_threads(self.config["train"]["threads"]):  # the same bits on every machine
+                parts.append(distributional(one, bootstrap=s["bootstrap"], seed=s["seed"], ci=s["ci"]))
         stats = {name: torch.cat([p.get(name) for p in parts], 1) for name in parts[0].statistics()}
         for name in parts[0].ci:
             stats[f"ci.{name}"] = torch.cat([p.ci[name] for p in parts], 2)
@@ -355,10 +390,12 @@ class Run:
             save_file({k: v.contiguous() for k, v in stats.items()}, str(tmp),
                       metadata={"dtda": json.dumps({"confidence": parts[0].confidence, "bootstrap": parts[0].bootstrap},
                                                 sort_keys=True)})
+        self.dir.commit([self.stats_path], [self.dir.samples_path])
         from dtda.report.summary import summarize
 
         labels = Plan.build(self.config).data.y_train.tolist()
-        self.dir.write_json(self.dir.summary_path, summarize(self.config, samples, stats, self.failures(), labels))
+        self.dir.write_json(self.dir.summary_path, summarize(self.config, samples, stats, self.failures(), labels),
+                            inputs=[self.dir.samples_path, self.stats_path] + self._failures_input())
 
     def _agreement(self, samples: SeedSamples, compare: list[str]) -> None:
         """``agreement.json``: per compared method and measurement, :func:`dtda.stats.agreement.agreement`
@@ -370,7 +407,7 @@ class Run:
             table = agreement(samples, read_samples(self.dir.compare_path(method)))
             out[method] = {"method": method_label(self.config["attribute"], method), "measurements": samples.names,
                            **{k: [None if v != v else v for v in col.tolist()] for k, col in table.items()}}
-        self.dir.write_json(self.dir.agreement_path, out)
+        self.dir.write_json(self.dir.agreement_path, out, inputs=self._samples_paths())
 
     def agreement(self) -> dict:
         """The stored ``agreement.json`` ({} for a run without ``attribute.compare``)."""
@@ -385,12 +422,15 @@ class Run:
         """Stage 4: the report directory (always rewritten when ``force``)."""
         from dtda.report import write_report
 
-        if force or not (self.dir.report_dir / "index.html").is_file():
+        self.statistics()
+        if force or not self.dir.trusted_tree(self.dir.report_dir):
             samples = read_samples(self.dir.samples_path)
             stats = read_stats(self.stats_path)
             plan = Plan.build(self.config)
             write_report(self.dir.report_dir, self.config, plan.data, samples, stats, self.failures(),
                          self.agreement())
+            self.dir.commit_tree(self.dir.report_dir, [self.dir.samples_path, self.stats_path]
+                                 + self._failures_input() + self._agreement_input())
         return self.dir.report_dir
 
     def ensemble(self):
@@ -426,8 +466,6 @@ class Run:
     def all(self) -> Path:
         """Every stage in order, skipping finished work; returns the report directory."""
         t0 = time.perf_counter()
-        self.attribute()
-        self.statistics()
         out = self.report(force=False)
         _log(f"done in {time.perf_counter() - t0:.1f} s: {out / 'index.html'}")
         return out

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
+import os
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+
+from dtda.train.workers import exit_with_parent
 
 OnResult = Callable[[int, Any], None]
 
@@ -60,8 +63,9 @@ class LocalExecutor:
 _WORKER_JOB: Callable[[int], Any] | None = None
 
 
-def _init_worker(job: Callable[[int], Any], threads: int) -> None:
+def _init_worker(job: Callable[[int], Any], threads: int, driver_pid: int) -> None:
     global _WORKER_JOB
+    exit_with_parent(driver_pid)  # no worker outlives the driver, even one killed with -9
     _WORKER_JOB = job
     torch.set_num_threads(threads)
 
@@ -87,7 +91,7 @@ class ProcessExecutor:
         ctx = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools and locks
         while todo:
             with cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
-                                        initargs=(job, self.threads)) as pool:
+                                        initargs=(job, self.threads, os.getpid())) as pool:
                 futures = {pool.submit(_call_worker, s): s for s in todo}
                 todo = []
                 try:
