@@ -441,7 +441,11 @@ class Run:
         plan = Plan.build(self.config)
         data = as_data((plan.data.X_train, plan.data.y_train), plan.recipe.dtype, plan.recipe.loss_name)
         failed = self.failures()
-        members = [train_member(plan.recipe, data, s, store=self.dir.path) for s in self.seeds if s not in failed]
+        seeds = [s for s in self.seeds if s not in failed]
+        for s in seeds:
+            self.dir.trusted(self.dir.member_path(s))  # a damaged member is removed, then retrained
+        members = [train_member(plan.recipe, data, s, store=self.dir.path) for s in seeds]
+        self.dir.commit([self.dir.member_path(s) for s in seeds])
         return Ensemble(plan.recipe, data, members)
 
     def diagnose(self, method: str = "exact", measurements: int = 2, seeds: int = 2) -> Path:
@@ -461,7 +465,9 @@ class Run:
         plot = importlib.util.find_spec("matplotlib") is not None
         if not plot:
             _log("diagnose: matplotlib is not installed (pip install 'dtda[report]'); writing the table only")
-        return write_diagnosis(self.dir.path / "diagnose", result, plot=plot)
+        out = write_diagnosis(self.dir.path / "diagnose", result, plot=plot)
+        self.dir.commit_tree(out, [self.dir.member_path(m.seed) for m in ensemble.members])
+        return out
 
     def all(self) -> Path:
         """Every stage in order, skipping finished work; returns the report directory."""
