@@ -75,3 +75,4 @@ def test_diagnose_writes_the_table_and_plot(tmp_path, capsys):
     assert all(-1 <= row["correlation"] <= 1 for row in table["rows"])
     assert (out / "diagnose" / "diagnose.png").is_file()
     assert "| seed | step | measurement | correlation | null_share |" in (out / "diagnose" / "diagnose.md").read_text()
+    assert cli.main(["verify", str(out)]) == 0  # the diagnosis is recorded in the manifest
