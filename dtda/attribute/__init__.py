@@ -7,10 +7,10 @@ and :func:`forward_member` (which also returns the parameter shift Δθ(G)); :fu
 :func:`diagnose` (unrolling against influence functions along the run, PAPER Fig. 3).
 """
 
+from dtda.attribute import ihvp, source  # noqa: F401  (registers exact, cg, lissa, astra, source)
+from dtda.attribute.diagnose import Diagnosis, diagnose
 from dtda.attribute.forward import ForwardResult
 from dtda.attribute.influence import influence
 from dtda.attribute.unroll import forward_member, unroll, unroll_member
-from dtda.attribute import ihvp, source  # noqa: F401  (registers exact, cg, lissa, astra, source)
-from dtda.attribute.diagnose import Diagnosis, diagnose
 
 __all__ = ["unroll", "unroll_member", "forward_member", "ForwardResult", "influence", "diagnose", "Diagnosis"]
