@@ -1,4 +1,5 @@
-"""The ``dtda`` command line: ``demo``, ``run``, the stages ``train``/``attribute``/``report``, ``info``.
+"""The ``dtda`` command line: ``demo``, ``run``, the stages ``train``/``attribute``/``report``, ``info``,
+and the retraining checks ``confirm``/``evaluate`` (:mod:`dtda.checks`).
 
 Exit codes: 0 success; 2 invalid configuration or arguments (every problem listed); 1 the run
 could not go on (a directory made for another config, failed seeds, missing stage inputs).
@@ -40,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="stage 4: (re)write the report of a run directory")
     p.add_argument("target", help="run directory")
     p.add_argument("--quiet", action="store_true")
+    from dtda import checks
+
+    checks.add_parsers(sub)
     return parser
 
 
@@ -87,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     from dtda.train.executors import TaskFailed
 
     try:
+        from dtda import checks
+
+        if args.command in checks.COMMANDS:
+            return checks.run_command(args)
         if args.command == "report":
             run = Run.open(args.target, quiet=args.quiet)
             print(run.report() / "index.html")
