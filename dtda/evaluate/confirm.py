@@ -21,7 +21,8 @@ The verdict per (group, measurement) and statistic: an actual value whose CI exc
 size exceeds the floor is *resolved*; then the sign is confirmed if it agrees with the prediction
 and the magnitude if the prediction lies inside the actual CI or within a factor ``tolerance`` of
 it. An unresolved effect with a predicted size below the floor is *below what retraining with this
-many seeds can resolve*; one predicted above the floor is *not confirmed*.
+many seeds can resolve*; one predicted above the floor is *unresolved* when the actual CI holds
+the prediction (more seeds would tell) and *not confirmed* when it does not.
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ CONTROLS = ("tiny", "random")
 
 @dataclass
 class Verdict:
-    """One statistic's check: ``status`` is "confirmed", "sign", "magnitude-off", "sign-contradicted",
-    "not-confirmed" or "below-floor"; ``text`` says it in words."""
+    """One statistic's check: ``status`` is "confirmed", "sign" (sign confirmed, magnitude off),
+    "magnitude-off", "sign-contradicted", "unresolved", "not-confirmed" or "below-floor"; ``text``
+    says it in words."""
 
     status: str
     text: str
@@ -144,6 +146,10 @@ def judge(predicted: float, actual: float, lo: float, hi: float, floor: float, s
         if abs(predicted) <= floor:
             return Verdict("below-floor", f"below what retraining with {seeds} seeds can resolve "
                                           f"(floor {floor:.3g}; {fmt})")
+        if lo <= predicted <= hi:
+            return Verdict("unresolved", f"consistent but not resolved by {seeds} seeds: the actual interval "
+                                         f"holds the prediction but also 0 or values below the floor "
+                                         f"{floor:.3g}; retrain more seeds ({fmt})")
         return Verdict("not-confirmed", f"not confirmed: retraining finds no effect above the floor "
                                         f"{floor:.3g} ({fmt})")
     if signed and (actual > 0) != (predicted > 0):

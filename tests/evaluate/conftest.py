@@ -33,6 +33,6 @@ class Problem:
         self.samples = dtda.attribute.unroll(ens, self.measure)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def linear():
     return Problem()

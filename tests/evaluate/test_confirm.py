@@ -6,7 +6,7 @@ import torch
 from dtda.evaluate import confirm
 from dtda.evaluate.confirm import judge
 
-STATUSES = {"confirmed", "sign", "magnitude-off", "sign-contradicted", "not-confirmed", "below-floor"}
+STATUSES = {"confirmed", "sign", "magnitude-off", "sign-contradicted", "unresolved", "not-confirmed", "below-floor"}
 
 
 @pytest.mark.parametrize("args, status", [
@@ -15,8 +15,9 @@ STATUSES = {"confirmed", "sign", "magnitude-off", "sign-contradicted", "not-conf
     ((-1.0, 0.9, 0.8, 1.0, 0.1, True), "sign-contradicted"),
     ((0.01, 0.02, -0.05, 0.09, 0.1, True), "below-floor"),
     ((1.0, 0.02, -0.05, 0.09, 0.1, True), "not-confirmed"),
+    ((0.5, 0.4, -0.05, 0.9, 0.1, True), "unresolved"),
     ((0.5, 0.6, 0.3, 0.9, 0.2, False), "confirmed"),
-    ((0.5, 0.6, 0.1, 0.9, 0.2, False), "not-confirmed"),
+    ((1.5, 0.6, 0.1, 0.9, 0.2, False), "not-confirmed"),
 ])
 def test_verdict_rules(args, status):
     assert judge(*args, tolerance=2.0, seeds=8).status == status
