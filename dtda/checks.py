@@ -242,8 +242,7 @@ def write_lds(out: Path, results: list) -> Path:
                    rows)]
     out.mkdir(parents=True, exist_ok=True)
     _write_text(out / "evaluate.md", "\n".join(text) + "\n")
-    _write_text(out / "evaluate.json", json.dumps([r.to_dict() for r in results], indent=1,
-                                                  default=lambda v: None) + "\n")
+    _write_text(out / "evaluate.json", json.dumps([r.to_dict() for r in results], indent=1, allow_nan=False) + "\n")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for r in results:

@@ -97,12 +97,12 @@ class LDSResult:
     meta: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        """JSON-able summary (no per-subset tensors)."""
+        """JSON-able summary (no per-subset tensors; NaN as None)."""
         return {"stat": self.stat, "mode": self.mode, "alpha": self.alpha, "method": self.method,
                 "subsets": int(self.removed.shape[0]), "retrain_seeds": self.seeds,
                 "attributed_seeds": max(self.curve) if self.curve else None,
-                "score": self.score, "ci": list(self.ci), "confidence": self.confidence,
-                "noise_ceiling": self.ceiling, "ensemble_curve": {str(k): v for k, v in self.curve.items()},
+                "score": _num(self.score), "ci": [_num(v) for v in self.ci], "confidence": self.confidence,
+                "noise_ceiling": _num(self.ceiling), "ensemble_curve": {str(k): _num(v) for k, v in self.curve.items()},
                 "per_query": {n: _num(v) for n, v in zip(self.names, self.per_query.tolist())},
                 "noise_ceiling_per_query": {n: _num(v) for n, v in zip(self.names, self.noise_ceiling.tolist())},
                 **self.meta}
