@@ -160,15 +160,15 @@ def write_confirm(out: Path, result, queries: list[int] | None = None) -> Path:
 
     qs = list(range(len(result.names))) if queries is None else list(queries)
     rows = [r for r in result.rows() if result.names.index(r["measurement"]) in qs]
-    header = ["examples", "measurement"] + [f"{LABELS[s]}: predicted | actual | floor" for s in COMPARED]
+    header = ["examples", "measurement"] + [f"{LABELS[s]}: {part}" for s in COMPARED
+                                             for part in ("predicted", "actual", "floor")]
     header += ["per-seed r"] if result.per_seed_corr is not None else []
     body = []
     for r in rows:
         cells = [",".join(map(str, r["examples"][:6])) + ("…" if len(r["examples"]) > 6 else ""), r["measurement"]]
         for s in COMPARED:
             c = r[s]
-            cells.append(f"{_with_ci(c['predicted'], c['predicted_ci'])} | {_with_ci(c['actual'], c['actual_ci'])} "
-                         f"| {_g(c['floor'])}")
+            cells += [_with_ci(c["predicted"], c["predicted_ci"]), _with_ci(c["actual"], c["actual_ci"]), _g(c["floor"])]
         if result.per_seed_corr is not None:
             cells.append(_g(r["per_seed_corr"]))
         body.append(cells)
@@ -177,7 +177,7 @@ def write_confirm(out: Path, result, queries: list[int] | None = None) -> Path:
             f"null controls: {', '.join(sorted(result.controls)) or 'none'} (ε = {result.epsilon:g}); "
             f"{result.actual_stats.confidence:.0%} seed-bootstrap intervals; magnitude tolerance "
             f"×{result.tolerance:g}. Every number is after removal minus before.", "",
-            _table(header, [[c.replace("|", "/") for c in row[:2]] + row[2:] for row in body]), "",
+            _table(header, body), "",
             "## Verdicts", ""] + [f"- {r['line']}" for r in rows]
     if result.quotient_corr is not None:
         text += ["", "The `tiny` control's difference quotient (m(w = 1 − ε) − m)/ε correlates with δ_s over seeds "

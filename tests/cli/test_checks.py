@@ -15,6 +15,8 @@ def test_confirm_and_evaluate_write_into_the_report(tiny, tmp_path, capsys):
     assert len(rows) == 2 and {"mean", "var_increase", "w2", "per_seed_corr", "line"} <= set(rows[0])
     md = (folder / "confirm.md").read_text()
     assert "## Verdicts" in md and "output[test 10]" in md
+    table = [line for line in md.splitlines() if line.startswith("|")]
+    assert len({line.count("|") for line in table}) == 1  # every row has the header's columns
     cached = len(list((out / "retrain").rglob("*.safetensors")))
     assert cached == 3 * 3  # the removal and two null controls, 3 seeds each
     assert cli.main(["confirm", str(out), "--examples", "1,4", "--mode", "subset", "--controls", "random",
