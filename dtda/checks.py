@@ -168,7 +168,8 @@ def write_confirm(out: Path, result, queries: list[int] | None = None) -> Path:
         cells = [",".join(map(str, r["examples"][:6])) + ("…" if len(r["examples"]) > 6 else ""), r["measurement"]]
         for s in COMPARED:
             c = r[s]
-            cells += [_with_ci(c["predicted"], c["predicted_ci"]), _with_ci(c["actual"], c["actual_ci"]), _g(c["floor"])]
+            cells += [_with_ci(c["predicted"], c["predicted_ci"]), _with_ci(c["actual"], c["actual_ci"]),
+                      _g(c["floor"])]
         if result.per_seed_corr is not None:
             cells.append(_g(r["per_seed_corr"]))
         body.append(cells)
@@ -180,7 +181,8 @@ def write_confirm(out: Path, result, queries: list[int] | None = None) -> Path:
             _table(header, body), "",
             "## Verdicts", ""] + [f"- {r['line']}" for r in rows]
     if result.quotient_corr is not None:
-        text += ["", "The `tiny` control's difference quotient (m(w = 1 − ε) − m)/ε correlates with δ_s over seeds "
+        text += ["", "The `tiny` control's difference quotient (m(w = 1 − ε) − m)/ε correlates with δ_s "
+                 "over seeds "
                  "at r = " + ", ".join(_g(r.get("quotient_corr")) for r in rows)
                  + " (near 1: smooth training; near 0: chaotic at this learning rate)."]
     out.mkdir(parents=True, exist_ok=True)
