@@ -32,6 +32,7 @@ import pytest
 import torch
 from harness import assert_close_to_reference, run
 from test_cuda_build import ATTRIBUTES, FUNCTIONS
+from test_empty import params as empty_cases
 from test_jl_project import fast_reference
 
 import dtda.ops
@@ -273,20 +274,9 @@ def test_seed_moments_beyond_the_seed_limit_raises(emu):
         cuda_backend.seed_moments(m, delta)  # the adapter without the registry's check: the kernel refuses
 
 
-# Empty extents: outputs of zero size, or reductions over nothing that must write zeros.
-@pytest.mark.parametrize("op,args", [
-    ("kron_covariance", lambda: (torch.randn(0, 3, 17), None)),
-    ("ghost_dot", lambda: (torch.randn(0, 2, 5), torch.randn(0, 2, 3), torch.randn(4, 3, 5))),
-    ("ghost_pairwise",
-     lambda: (torch.randn(2, 3, 5), torch.randn(2, 3, 4), torch.randn(0, 2, 5), torch.randn(0, 2, 4))),
-    ("ekfac_eigvals", lambda: (torch.randn(0, 1, 5), torch.randn(0, 1, 3), _orthogonal(5), _orthogonal(3))),
-    ("ekfac_eigvals", lambda: (torch.randn(0, 2, 5), torch.randn(0, 2, 3), _orthogonal(5), _orthogonal(3))),
-    ("kron_apply", lambda: (torch.randn(0, 3, 5), _orthogonal(5), _orthogonal(3), torch.rand(3, 5))),
-    ("jl_project", lambda: (torch.randn(3, 0), 5, 1, "gaussian")),
-    ("jl_project", lambda: (torch.randn(0, 7), 5, 1, "rademacher")),
-    ("seed_moments", lambda: (torch.randn(4, 3), torch.randn(4, 0, 3))),
-], ids=["kron_covariance,N=0", "ghost_dot,N=0", "ghost_pairwise,N=0", "ekfac_eigvals,N=0,T=1",
-        "ekfac_eigvals,N=0,T=2", "kron_apply,Q=0", "jl_project,P=0", "jl_project,N=0", "seed_moments,N=0"])
+# Empty extents: outputs of zero size, or reductions over nothing that must write zeros (every
+# extent of every op at 0 once, the table of test_empty.py).
+@pytest.mark.parametrize("op,args", empty_cases())
 def test_empty_extents(emu, op, args):
     fields = SeedMoments._fields if op == "seed_moments" else None
     for dtype in FLOATS:

@@ -51,8 +51,8 @@ def kron_covariance(x: Tensor, mask: Tensor | None) -> Tensor:
     """``Σ_r w_r x_r x_rᵀ`` over rows r = (n, t): one GEMM ``(w∘x)ᵀ x``, chunked over rows when
     weighted (gathering the kept rows of a bool mask costs more than it saves)."""
     (x,) = _acc(x)
-    D = x.shape[2]
-    rows = x.reshape(-1, D)
+    N, T, D = x.shape
+    rows = x.reshape(N * T, D)  # not (-1, D): that is ambiguous when D = 0
     if mask is None:
         return rows.T @ rows
     weights = mask.reshape(-1)
@@ -73,7 +73,7 @@ def _ghost_dot_into(out: Tensor, a: Tensor, g: Tensor, M: Tensor) -> Tensor:
         step = _chunk(T * Q * O, a.dtype)
         for n0 in range(0, N, step):
             ac, gc = a[n0:n0 + step], g[n0:n0 + step]
-            P = (ac.reshape(-1, I) @ M_rows.T).view(ac.shape[0], T, Q, O)  # M_q a_nt
+            P = (ac.reshape(ac.shape[0] * T, I) @ M_rows.T).view(ac.shape[0], T, Q, O)  # M_q a_nt
             out[n0:n0 + step] = torch.einsum("ntqo,nto->nq", P, gc)
     else:
         M_flat = M.reshape(Q, O * I)
