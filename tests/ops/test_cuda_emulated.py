@@ -136,6 +136,21 @@ def test_kron_covariance(emu, c, masked):
     check(emu, "kron_covariance", c, (torch.randn(N, T, D), mask))
 
 
+@pytest.mark.parametrize("dtype", FLOATS + HALVES, ids=str)
+def test_kron_covariance_masked_positions_are_not_read(emu, dtype):
+    # The mask contract (docs/ops.md): NaN/Inf under a zero mask never reaches the result.
+    x, mask = torch.randn(6, 3, 17), torch.rand(6, 3) > 0.3
+    mask[2, 1] = mask[4, 0] = False
+    clean = x.clone()
+    clean[2, 1] = clean[4, 0] = 0.0
+    x[2, 1], x[4, 0, 3] = float("nan"), float("inf")
+    for m in (mask, mask.to(dtype)):
+        got = run("kron_covariance", BACKEND, x.to(dtype), m)
+        expected = reference.kron_covariance(clean.double(), m.double())
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got.double(), expected, rtol=2e-2, atol=2e-2)
+
+
 # ghost_dot: tokens (T·Q ≤ T + Q) or per-example gradients with the O·I reduction split.
 @pytest.mark.parametrize("c", [
     case("N=1,T=1,I=1,O=1,Q=1,tokens", (1, 1, 1, 1, 1), 132, False, FLOATS + HALVES),

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from harness import assert_close_to_reference, dtypes_for, implementations, noncontiguous, run, skip_unless_tiny
+from harness import assert_close_to_reference, dtypes_for, half_implementations, implementations, noncontiguous, run, skip_unless_tiny
 
 import dtda.ops
 from dtda import _native
@@ -110,9 +110,10 @@ def test_torch_chunks(monkeypatch, kind):
     assert_close_to_reference(OP, "torch", (torch.randn(4, 23), 131, 2**40 + 3, kind), torch.float64)
 
 
+@pytest.mark.parametrize("backend", half_implementations(OP))
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_torch_half_gives_float32(dtype):
-    assert_close_to_reference(OP, "torch", (torch.randn(5, 9), 6, 1, "gaussian"), dtype)
+def test_half_gives_float32(backend, dtype):
+    assert_close_to_reference(OP, backend, (torch.randn(5, 9), 6, 1, "gaussian"), dtype)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -49,8 +49,10 @@ def _cost_form(N: int, T: int, I: int, O: int, Q: int) -> float:
 @register("kron_covariance", "torch")
 def kron_covariance(x: Tensor, mask: Tensor | None) -> Tensor:
     """``Σ_r w_r x_r x_rᵀ`` over rows r = (n, t): one GEMM ``(w∘x)ᵀ x``, chunked over rows when
-    weighted (gathering the kept rows of a bool mask costs more than it saves)."""
+    weighted (gathering the kept rows of a bool mask costs more than it saves). Rows with weight 0
+    are zeroed first: masked positions are not read (:func:`reference.unmasked`)."""
     (x,) = _acc(x)
+    x = reference.unmasked(x, mask)
     N, T, D = x.shape
     rows = x.reshape(N * T, D)  # not (-1, D): that is ambiguous when D = 0
     if mask is None:
