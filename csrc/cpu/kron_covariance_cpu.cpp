@@ -103,6 +103,7 @@ void bind_kron_covariance(py::module_& m) {
         if (mask_kind < 0 || mask_kind > 2)
           throw std::invalid_argument("kron_covariance: mask_kind must be 0 (none), 1 (bool) or 2 (weights), got " +
                                       std::to_string(mask_kind));
+        blas::check_sizes("kron_covariance", {{"D", D}});
         with_float_type(dtype, "kron_covariance", [&](auto zero) {
           using F = decltype(zero);
           kron_covariance(as_ptr<const F>(x), Mask(mask_kind), reinterpret_cast<const void*>(mask), as_ptr<F>(out),

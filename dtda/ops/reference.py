@@ -154,6 +154,8 @@ def jl_project(x: Tensor, k: int, seed: int, kind: str) -> Tensor:
     x: [N, P]. Returns [N, k]. E⟨Y_n, Y_m⟩ = ⟨x_n, x_m⟩.
     """
     x = _acc(x)
+    if x.numel() == 0:  # nothing to project: no R (P·k entries, however large k is)
+        return x.new_zeros((x.shape[0], k))
     R = jl_matrix(x.shape[1], k, seed, kind, dtype=x.dtype, device=x.device)
     return (x @ R) / math.sqrt(k)
 

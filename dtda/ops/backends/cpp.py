@@ -30,6 +30,32 @@ BACKEND = add_backend(Backend(
     dtypes=ALL_FLOATS, unavailable=_unavailable))
 
 
+_MAX_SIZE = 2**31 - 1  # the kernels' OpenBLAS takes 32-bit sizes (csrc/cpu/blas.h check_sizes)
+
+
+def _too_big(name: str, value: int) -> str:
+    return f"{name} = {value} exceeds 2^31 - 1, the largest size its 32-bit OpenBLAS takes" if value > _MAX_SIZE else ""
+
+
+def _fits_32_bits(*args) -> str:
+    """'' when every extent of every tensor argument, and every row length (the product of all
+    but the first extent: a leading stride), fits the kernels' 32-bit BLAS sizes; else why not."""
+    for i, t in enumerate(a for a in args if isinstance(a, Tensor)):
+        row = 1
+        for s in t.shape[1:]:
+            row *= s
+        why = next((w for w in (*(_too_big(f"extent {d} of tensor {i}", s) for d, s in enumerate(t.shape)),
+                                _too_big(f"the row length of tensor {i}", row)) if w), "")
+        if why:
+            return why
+    return ""
+
+
+def _register(op: str, accepts=_fits_32_bits):
+    """Register a ``cpp`` adapter for ``op`` under the 32-bit size limit."""
+    return register(op, "cpp", accepts=accepts)
+
+
 def _inputs(*tensors: Tensor) -> list[Tensor]:
     """Contiguous, in the kernel's dtype (float16/bfloat16 upcast to float32, the result dtype)."""
     return [t.to(reference.result_dtype(t.dtype)).contiguous() for t in tensors]
@@ -47,7 +73,7 @@ def _call(kernel: str, *args) -> None:
 _MASK_NONE, _MASK_BOOL, _MASK_WEIGHT = 0, 1, 2  # mask kinds of csrc/cpu/kron_covariance_cpu.cpp
 
 
-@register("kron_covariance", "cpp")
+@_register("kron_covariance")
 def kron_covariance(x: Tensor, mask: Tensor | None) -> Tensor:
     """``Σ_{n,t} mask_nt x_nt x_ntᵀ`` for x [N, T, D], mask [N, T] bool/float or None. Returns [D, D]."""
     (x,) = _inputs(x)
@@ -63,7 +89,7 @@ def kron_covariance(x: Tensor, mask: Tensor | None) -> Tensor:
     return out
 
 
-@register("ghost_dot", "cpp")
+@_register("ghost_dot")
 def ghost_dot(a: Tensor, g: Tensor, M: Tensor) -> Tensor:
     """``S[n, q] = Σ_t g_ntᵀ M_q a_nt`` for a [N, T, I], g [N, T, O], M [Q, O, I]. Returns [N, Q]."""
     a, g, M = _inputs(a, g, M)
@@ -73,7 +99,7 @@ def ghost_dot(a: Tensor, g: Tensor, M: Tensor) -> Tensor:
     return out
 
 
-@register("ghost_pairwise", "cpp")
+@_register("ghost_pairwise")
 def ghost_pairwise(a_q: Tensor, g_q: Tensor, a: Tensor, g: Tensor) -> Tensor:
     """``S[q, n] = ⟨G_q, G_n⟩`` for a_q [Q, S, I], g_q [Q, S, O], a [N, T, I], g [N, T, O].
 
@@ -85,7 +111,7 @@ def ghost_pairwise(a_q: Tensor, g_q: Tensor, a: Tensor, g: Tensor) -> Tensor:
     return out
 
 
-@register("ekfac_eigvals", "cpp")
+@_register("ekfac_eigvals")
 def ekfac_eigvals(a: Tensor, g: Tensor, QA: Tensor, QS: Tensor) -> Tensor:
     """``Λ = Σ_n (QSᵀ G_n QA)^∘2`` for a [N, T, I], g [N, T, O], QA [I, I], QS [O, O].
 
@@ -97,7 +123,7 @@ def ekfac_eigvals(a: Tensor, g: Tensor, QA: Tensor, QS: Tensor) -> Tensor:
     return out
 
 
-@register("kron_apply", "cpp")
+@_register("kron_apply")
 def kron_apply(V: Tensor, QA: Tensor, QS: Tensor, scale: Tensor) -> Tensor:
     """``QS (scale ∘ (QSᵀ V_q QA)) QAᵀ`` for V [Q, O, I], QA [I, I], QS [O, O], scale [O, I]."""
     V, QA, QS, scale = _inputs(V, QA, QS, scale)
@@ -109,7 +135,7 @@ def kron_apply(V: Tensor, QA: Tensor, QS: Tensor, scale: Tensor) -> Tensor:
 
 # ---- jl_project / seed_moments -------------------------------------------------------------------
 
-@register("jl_project", "cpp")
+@_register("jl_project", accepts=lambda x, k, seed, kind: _fits_32_bits(x) or _too_big("k", k))
 def jl_project(x: Tensor, k: int, seed: int, kind: str) -> Tensor:
     """``X R / √k`` for x [N, P]: R tiles regenerated from Philox inside the kernel. Returns [N, k]."""
     (x,) = _inputs(x)
@@ -120,7 +146,7 @@ def jl_project(x: Tensor, k: int, seed: int, kind: str) -> Tensor:
     return y
 
 
-@register("seed_moments", "cpp")
+@_register("seed_moments")
 def seed_moments(m: Tensor, delta: Tensor) -> reference.SeedMoments:
     """Mean, var, cov, var_increase, w2 [N, Q] of m [K, Q], delta [K, N, Q] in one pass over delta."""
     m, delta = _inputs(m, delta)
