@@ -8,6 +8,7 @@ Reference: ``docs/cli.md``.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -49,6 +50,17 @@ def _overrides(args) -> dict:
     return {"execution": e} if e else {}
 
 
+def _create(config: dict, out: str, args):
+    """A new (or resumed) run of ``config`` in directory ``out``; ``--out`` must not name a file."""
+    from dtda import config as cfgmod
+    from dtda.pipeline import Run
+
+    if Path(out).exists() and not Path(out).is_dir():
+        raise cfgmod.ConfigError([f"--out: {out} is a file, not a run directory; give a directory path "
+                                  "(new or an existing run) or move the file away"], "command line")
+    return Run.create(config, out, force=args.force, quiet=args.quiet)
+
+
 def _open(args, demo_config: dict | None = None):
     """The :class:`dtda.pipeline.Run` named by the arguments (a new, resumed or existing run)."""
     from dtda import config as cfgmod
@@ -59,8 +71,7 @@ def _open(args, demo_config: dict | None = None):
         for section, values in overrides.items():
             demo_config[section].update(values)
         config = cfgmod.validate(demo_config, source="demo config")
-        out = args.out or ("dtda-demo-quick" if args.quick else "dtda-demo")
-        return Run.create(config, out, force=args.force, quiet=args.quiet)
+        return _create(config, args.out or ("dtda-demo-quick" if args.quick else "dtda-demo"), args)
     target = Path(args.target)
     if target.is_dir():
         if args.out:
@@ -68,8 +79,7 @@ def _open(args, demo_config: dict | None = None):
                                      "command line")
         return Run.open(target, quiet=args.quiet, overrides=overrides)
     config = cfgmod.load(target, overrides)
-    out = args.out or str(Path("runs") / target.stem)
-    return Run.create(config, out, force=args.force, quiet=args.quiet)
+    return _create(config, args.out or str(Path("runs") / target.stem), args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,4 +121,18 @@ def main(argv: list[str] | None = None) -> int:
     except (RunDirError, RunError, DataError, TaskFailed) as e:
         print(f"dtda: {e}", file=sys.stderr)
         return EXIT_FAILED
+    except OSError as e:  # a read-only or full run directory, a path that vanished: one line
+        print(f"dtda: {_os_problem(e)}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
+
+
+def _os_problem(e: OSError) -> str:
+    """An operating-system error as one line: what failed, on which path, and the fix."""
+    where = f" {e.filename}" if e.filename else ""
+    fix = {errno.EACCES: "make the run directory writable (or copy it somewhere writable) and rerun",
+           errno.EPERM: "make the run directory writable (or copy it somewhere writable) and rerun",
+           errno.EROFS: "the file system is read-only: copy the run directory somewhere writable and rerun",
+           errno.ENOSPC: "free disk space (or move the run directory) and rerun; finished work is kept"}
+    return (f"cannot use{where}: {e.strerror or e}; "
+            f"{fix.get(e.errno, 'check the path and its permissions, then rerun')}")

@@ -31,15 +31,19 @@ def _check_groups(groups, n: int) -> list[list[int]] | None:
     return out
 
 
-def _step(recipe: Recipe, member: Member) -> Step:
-    return Step(recipe, recipe.build(member.seed), member.seed, member.record.steps)
+def _step(recipe: Recipe, member: Member, measure) -> Step:
+    """The member's training step, after checking that ``measure`` can be differentiated."""
+    step = Step(recipe, recipe.build(member.seed), member.seed, member.record.steps)
+    measure.require_gradient_path(member.params, step.buffers, step.module)
+    return step
 
 
 def forward_member(recipe: Recipe, data, member: Member, measure, groups,
                    chunk_size: int | None = None) -> ForwardResult:
     """Forward-mode UD of one member: m [Q], δ [G, Q] and Δθ(G) (name -> [G, *shape])."""
     data = as_data(data, recipe.dtype, recipe.loss_name)
-    return forward(_step(recipe, member), data, member, as_measurement(measure),
+    measure = as_measurement(measure)
+    return forward(_step(recipe, member, measure), data, member, measure,
                    _check_groups(groups, len(data)), chunk_size)
 
 
@@ -63,9 +67,9 @@ def unroll_member(recipe: Recipe, data, member: Member, measure, mode: str = "re
         if groups is None:
             raise ValueError("mode='forward' needs groups (lists of example indices); for every "
                              "single example use mode='reverse'")
-        result = forward(_step(recipe, member), data, member, measure, groups, chunk_size)
+        result = forward(_step(recipe, member, measure), data, member, measure, groups, chunk_size)
         return result.m, result.delta
-    m, delta = reverse(_step(recipe, member), data, member, measure, route, chunk_size)
+    m, delta = reverse(_step(recipe, member, measure), data, member, measure, route, chunk_size)
     if groups is not None:
         delta = torch.stack([delta[g].sum(0) for g in groups])
     return m, delta
