@@ -202,6 +202,11 @@ def _from_function(spec: str, cfg: dict, dtype: torch.dtype) -> TaskData:
     task = cfg["task"] if cfg["task"] != "auto" else ("classification" if classification else "regression")
     if task == "classification":
         y_tr, y_te = y_tr.long(), y_te.long()
+        for part, y in (("train", y_tr), ("test", y_te)):
+            if len(y) and int(y.min()) < 0:
+                i = int((y < 0).nonzero()[0, 0])
+                raise DataError(f"{spec} {part}: class label {int(y[i])} at index {i} is negative; classes "
+                                "must be numbered 0, 1, ..., C − 1")
         n_out = int(max(y_tr.max(), y_te.max())) + 1
     else:
         y_tr, y_te = y_tr.to(dtype), y_te.to(dtype)

@@ -173,3 +173,16 @@ def test_data_function_returning_bad_tensors(tmp_path, monkeypatch):
     cfg = config.validate({"data": {"source": "nan_data:make"}})["data"]
     with pytest.raises(sources.DataError, match=r"nan_data:make train: X holds nan at \[3, 1\]"):
         sources.load(cfg)
+
+
+def test_data_function_with_a_negative_class_label(tmp_path, monkeypatch):
+    (tmp_path / "neg_data.py").write_text(
+        "import torch\n"
+        "def make():\n"
+        "    X, y = torch.randn(10, 2), torch.arange(10) % 3\n"
+        "    y[4] = -1\n"
+        "    return (lambda: torch.nn.Linear(2, 3)), (X, y), (X[:3], y[:3].abs())\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = config.validate({"data": {"source": "neg_data:make"}})["data"]
+    with pytest.raises(sources.DataError, match=r"neg_data:make train: class label -1 at index 4 is negative"):
+        sources.load(cfg)
