@@ -1,14 +1,15 @@
-"""The ``dtda`` command line: ``demo``, ``run``, the stages ``train``/``attribute``/``report``, ``info``.
+"""The ``dtda`` command line: ``demo``, ``run``, the stages ``train``/``attribute``/``report``, ``verify``,
+``diagnose``, ``info``.
 
 Exit codes: 0 success; 2 invalid configuration or arguments (every problem listed); 1 the run
-could not go on (a directory made for another config, failed seeds, missing stage inputs).
+could not go on (a directory made for another config or in use, failed seeds, a file that cannot
+be written), or ``verify`` found a problem.
 Reference: ``docs/cli.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
 from pathlib import Path
 
@@ -41,7 +42,34 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="stage 4: (re)write the report of a run directory")
     p.add_argument("target", help="run directory")
     p.add_argument("--quiet", action="store_true")
+    p = sub.add_parser("diagnose", help="unrolling against an influence function at every recorded checkpoint "
+                                        "(PAPER Fig. 3), into RUN/diagnose/")
+    p.add_argument("target", help="run directory")
+    p.add_argument("--method", default="exact", help="influence method (default: %(default)s)")
+    p.add_argument("--measurements", type=int, default=2, help="first measurements diagnosed (default: %(default)s)")
+    p.add_argument("--seeds", type=int, default=2, help="first seeds diagnosed (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true")
+    p = sub.add_parser("verify", help="check every file of a run directory against its manifest (changes nothing)")
+    p.add_argument("target", help="run directory")
     return parser
+
+
+def _verify(target: str) -> int:
+    from dtda.rundir import RunDir
+
+    run = RunDir(target)
+    if not run.config_path.is_file():
+        print(f"dtda: {target} is not a dtda run directory (no {RunDir.CONFIG})", file=sys.stderr)
+        return EXIT_FAILED
+    problems = run.verify()
+    for line in problems:
+        print(f"{run.path / line}")
+    if problems:
+        print(f"dtda verify: {len(problems)} problem(s) in {run.path}; `dtda run` on it recomputes what can "
+              "be recomputed", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"dtda verify: {len(run.manifest.files)} files verified in {run.path}", file=sys.stderr)
+    return 0
 
 
 def _overrides(args) -> dict:
@@ -82,6 +110,20 @@ def _open(args, demo_config: dict | None = None):
     return _create(config, args.out or str(Path("runs") / target.stem), args)
 
 
+def _check_diagnose(args) -> None:
+    from dtda.attribute import method_options
+    from dtda.config import ConfigError
+
+    problems = []
+    if args.method not in method_options() or args.method == "unroll":
+        problems.append(f"--method: expected an influence method ({', '.join(list(method_options())[1:])}), "
+                        f"found {args.method!r}")
+    problems += [f"--{name}: expected an integer >= 1, found {value}"
+                 for name, value in (("measurements", args.measurements), ("seeds", args.seeds)) if value < 1]
+    if problems:
+        raise ConfigError(problems, "command line")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "info":
@@ -89,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(report())
         return 0
+    if args.command == "verify":
+        return _verify(args.target)
 
     from dtda.config import ConfigError
     from dtda.sources import DataError
@@ -96,10 +140,16 @@ def main(argv: list[str] | None = None) -> int:
     from dtda.rundir import RunDirError
     from dtda.train.executors import TaskFailed
 
+    run = None
     try:
         if args.command == "report":
             run = Run.open(args.target, quiet=args.quiet)
             print(run.report() / "index.html")
+            return 0
+        if args.command == "diagnose":
+            _check_diagnose(args)
+            run = Run.open(args.target, quiet=args.quiet)
+            print(run.diagnose(args.method, args.measurements, args.seeds) / "diagnose.md")
             return 0
         if args.command == "demo":
             from dtda import demo
@@ -111,7 +161,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             run.train()
         elif args.command == "attribute":
-            run.attribute()
             run.statistics()
         else:
             print(run.all() / "index.html")
@@ -121,18 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     except (RunDirError, RunError, DataError, TaskFailed) as e:
         print(f"dtda: {e}", file=sys.stderr)
         return EXIT_FAILED
-    except OSError as e:  # a read-only or full run directory, a path that vanished: one line
-        print(f"dtda: {_os_problem(e)}", file=sys.stderr)
+    except OSError as e:  # a full disk, a read-only directory: every file already written is intact
+        where = f" {e.filename}" if e.filename else ""
+        print(f"dtda: cannot write{where}: {e.strerror or e}. Every file written before is intact; free space "
+              "or fix the permissions, then rerun the same command to resume", file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        if run is not None:
+            run.close()
     return 0
 
-
-def _os_problem(e: OSError) -> str:
-    """An operating-system error as one line: what failed, on which path, and the fix."""
-    where = f" {e.filename}" if e.filename else ""
-    fix = {errno.EACCES: "make the run directory writable (or copy it somewhere writable) and rerun",
-           errno.EPERM: "make the run directory writable (or copy it somewhere writable) and rerun",
-           errno.EROFS: "the file system is read-only: copy the run directory somewhere writable and rerun",
-           errno.ENOSPC: "free disk space (or move the run directory) and rerun; finished work is kept"}
-    return (f"cannot use{where}: {e.strerror or e}; "
-            f"{fix.get(e.errno, 'check the path and its permissions, then rerun')}")
