@@ -19,6 +19,7 @@ import dtda.train as T
 from dtda import config, measure, sources
 from dtda.attribute import unroll_member
 from dtda.train.checks import TrainingDiverged
+from dtda.train.lockstep import train_group_results
 
 
 def _data(n=12, classes=4):
@@ -90,6 +91,19 @@ def test_divergence_to_finite_garbage_fails_the_seed():
     with pytest.raises(TrainingDiverged, match=r"seed 0: training diverged.*lower the learning rate") as e:
         T.train_member(recipe, (X, y), seed=0)
     assert isinstance(e.value, FloatingPointError)  # the run records it as a failed seed
+
+
+def test_lockstep_groups_check_the_same():
+    # Seeds trained together (dtda.train.lockstep) get the same checks as one at a time.
+    X, y = _data(n=32)
+    diverging = T.Recipe(model=lambda: nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.Linear(16, 4)),
+                         loss="cross_entropy", optimizer=T.SGD(500.0), batch_size=8, epochs=10,
+                         dtype=torch.float64)
+    results = train_group_results(diverging, (X, y), [0, 1])
+    assert all(isinstance(r, TrainingDiverged) and "training diverged" in str(r) for r in results)
+    y[5] = 7
+    with pytest.raises(ValueError, match=r"label 7 at index 5 .*4 outputs"):
+        train_group_results(_recipe(), (X, y), [0, 1])
 
 
 def test_ordinary_training_is_not_divergence():

@@ -85,7 +85,7 @@ def first_batch(module: nn.Module, X: Tensor, y: Tensor, loss_name: str | None, 
                              f"shape {list(out.shape)}")
         class_labels(y, out.shape[1], "train: y")
     elif loss_name == "mse":
-        per_output, per_target = out[0].numel(), y[0].numel() if y.dim() > 1 else 1
+        per_output, per_target = out[0].numel(), y[0].numel()
         if per_output != per_target:
             raise ValueError(f"train: mse targets are {list(y.shape[1:]) or [1]} per example but the model "
                              f"outputs {list(out.shape[1:])} per example; give targets of the outputs' shape")

@@ -133,4 +133,4 @@ def test_unwritable_run_directory_for_report_is_one_line(tiny, tmp_path, monkeyp
     monkeypatch.setattr(pipeline.Run, "report", refuse)
     assert cli.main(["report", str(out)]) == 1
     line = _one_line(capsys.readouterr().err)
-    assert f"cannot use {target}: Permission denied; make the run directory writable" in line
+    assert f"cannot write {target}: Permission denied. Every file written before is intact" in line

@@ -13,6 +13,8 @@ selection on CPU picks ``cpp`` for every dtype.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -41,11 +43,9 @@ def _fits_32_bits(*args) -> str:
     """'' when every extent of every tensor argument, and every row length (the product of all
     but the first extent: a leading stride), fits the kernels' 32-bit BLAS sizes; else why not."""
     for i, t in enumerate(a for a in args if isinstance(a, Tensor)):
-        row = 1
-        for s in t.shape[1:]:
-            row *= s
-        why = next((w for w in (*(_too_big(f"extent {d} of tensor {i}", s) for d, s in enumerate(t.shape)),
-                                _too_big(f"the row length of tensor {i}", row)) if w), "")
+        sizes = [(f"extent {d} of tensor {i}", s) for d, s in enumerate(t.shape)]
+        sizes.append((f"the row length of tensor {i}", math.prod(t.shape[1:])))
+        why = next((w for w in (_too_big(name, value) for name, value in sizes) if w), "")
         if why:
             return why
     return ""
