@@ -81,6 +81,17 @@ def _overrides(args) -> dict:
     return {"execution": e} if e else {}
 
 
+def _create(config: dict, out: str, args):
+    """A new (or resumed) run of ``config`` in directory ``out``; ``--out`` must not name a file."""
+    from dtda import config as cfgmod
+    from dtda.pipeline import Run
+
+    if Path(out).exists() and not Path(out).is_dir():
+        raise cfgmod.ConfigError([f"--out: {out} is a file, not a run directory; give a directory path "
+                                  "(new or an existing run) or move the file away"], "command line")
+    return Run.create(config, out, force=args.force, quiet=args.quiet)
+
+
 def _open(args, demo_config: dict | None = None):
     """The :class:`dtda.pipeline.Run` named by the arguments (a new, resumed or existing run)."""
     from dtda import config as cfgmod
@@ -91,8 +102,7 @@ def _open(args, demo_config: dict | None = None):
         for section, values in overrides.items():
             demo_config[section].update(values)
         config = cfgmod.validate(demo_config, source="demo config")
-        out = args.out or ("dtda-demo-quick" if args.quick else "dtda-demo")
-        return Run.create(config, out, force=args.force, quiet=args.quiet)
+        return _create(config, args.out or ("dtda-demo-quick" if args.quick else "dtda-demo"), args)
     target = Path(args.target)
     if target.is_dir():
         if args.out:
@@ -100,8 +110,7 @@ def _open(args, demo_config: dict | None = None):
                                      "command line")
         return Run.open(target, quiet=args.quiet, overrides=overrides)
     config = cfgmod.load(target, overrides)
-    out = args.out or str(Path("runs") / target.stem)
-    return Run.create(config, out, force=args.force, quiet=args.quiet)
+    return _create(config, args.out or str(Path("runs") / target.stem), args)
 
 
 def _check_diagnose(args) -> None:
@@ -177,3 +186,4 @@ def main(argv: list[str] | None = None) -> int:
         if run is not None:
             run.close()
     return 0
+

@@ -58,6 +58,7 @@ def forward(step: Step, data: Data, member: Member, measure, groups,
     replayer = Replayer(step.recipe, data, [member if s == member.seed else None for s in group]
                         if group is not None else [member])
     position = group.index(member.seed) if group is not None else 0
+    m, grad_m = measurement_gradient(step, measure, member.params)  # before the sweep: checks m
     params, state = rec.checkpoints[0]
     rho = {k: p.new_zeros((G,) + p.shape) for k, p in params.items()}
     rho_state = {slot: {k: v.new_zeros((G,) + v.shape) for k, v in vals.items()}
@@ -75,6 +76,5 @@ def forward(step: Step, data: Data, member: Member, measure, groups,
                 return jvp(phi, (params, state, w), (tp, ts, tw))[1]
 
             rho, rho_state = vmap(tangent, randomness="same", chunk_size=chunk_size)(rho, rho_state, u[:, idx])
-    m, grad_m = measurement_gradient(step, measure, member.params)
     delta = sum(grad_m[k].reshape(m.shape[0], -1) @ rho[k].reshape(G, -1).T for k in rho).T
     return ForwardResult(m, delta.contiguous(), rho)

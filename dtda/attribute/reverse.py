@@ -120,10 +120,12 @@ def choose_route(route: str, step: Step, params: Params, input_dim: int = 2):
 
 
 def measurement_gradient(step: Step, measure, params: Params) -> tuple[Tensor, Params]:
-    """(m(θ) [Q], ∇m(θ) as name -> [Q, *shape])."""
+    """(m(θ) [Q], ∇m(θ) as name -> [Q, *shape]); ValueError first if m has no gradient path to
+    θ (a detached or non-differentiable measurement would make every δ 0)."""
     def f(p):
         return measure.functional(p, step.buffers, step.module)
 
+    measure.require_gradient_path(params, step.buffers, step.module)
     m = f(params).detach()
     return m, torch.func.jacrev(f)(params)
 

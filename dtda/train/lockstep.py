@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from dtda.train import chain
+from dtda.train import chain, checks
 from dtda.train.data import Data, as_data
 from dtda.train.member import _in_module_order, check_weights, fingerprint, replay, train_member
 from dtda.train.optim import Params, State
@@ -93,11 +93,6 @@ class GroupStep:
         return new_params, new_state, fb.losses
 
 
-def _failure(seed: int, t: int, T: int, idx: Tensor, finite: Tensor) -> FloatingPointError:
-    return FloatingPointError(f"seed {seed}: non-finite training loss at step {t} of {T} for "
-                              f"examples {idx[~finite].tolist()} (lower the learning rate or check the data)")
-
-
 def _train_lockstep(recipe: Recipe, data: Data, seeds: list[int], weights: Tensor | None,
                     nodes: list[chain.Node]) -> list[Member | FloatingPointError]:
     n = len(data)
@@ -110,15 +105,22 @@ def _train_lockstep(recipe: Recipe, data: Data, seeds: list[int], weights: Tenso
     step = GroupStep(recipe, nodes, seeds, T)
     checkpoints = {0: (params, state)}
     errors: dict[int, FloatingPointError] = {}
+    watches = [checks.LossWatch(s, T, recipe.optimizer.lr) for s in seeds]  # as train_member's
     for t in range(T):
         idx = torch.stack([b[t] for b in batches])  # [K, B_t]: every member's batch has the same size
         params, state, losses = step(params, state, data.X[idx], data.y[idx], w_all[idx], t)
-        finite = torch.isfinite(losses)
-        if not bool(finite.all()):
-            for k in (~finite.all(1)).nonzero().flatten().tolist():
-                errors.setdefault(k, _failure(seeds[k], t, T, idx[k], finite[k]))
+        for k in [k for k in range(len(seeds)) if k not in errors]:
+            try:
+                watches[k].step(t, idx[k], losses[k])
+            except FloatingPointError as e:  # this member stops counting; the others go on
+                errors[k] = e
         if (t + 1) % C == 0 or t + 1 == T:
             checkpoints[t + 1] = (params, state)
+    for k in [k for k in range(len(seeds)) if k not in errors]:
+        try:
+            watches[k].finish()
+        except checks.TrainingDiverged as e:
+            errors[k] = e
     group = tuple(seeds)
     return [errors[k] if k in errors else
             Member(s, Record(batches[k], {t: (unstack(p, k), unstack(st, k)) for t, (p, st) in checkpoints.items()},
@@ -137,6 +139,7 @@ def train_group_results(recipe: Recipe, data, seeds, store=None, weights=None) -
     seeds = check_seeds(seeds)
     weights = check_weights(weights, len(data), recipe.dtype)
     module = recipe.build(seeds[0])
+    checks.first_batch(module, data.X, data.y, recipe.loss_name, recipe.batch_size)
     names = [k for k, _ in module.named_parameters()]
     fp = fingerprint(recipe, module, data, weights)
     stored = [load_member(store, s, fp) if store is not None else None for s in seeds]
