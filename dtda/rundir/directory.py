@@ -16,7 +16,8 @@ from safetensors.torch import load_file, save_file
 from dtda.rundir import lock
 from dtda.rundir.atomic import atomic_path, atomic_write_text
 from dtda.rundir.errors import RunDirError
-from dtda.rundir.manifest import NAME as MANIFEST, Manifest
+from dtda.rundir.manifest import NAME as MANIFEST
+from dtda.rundir.manifest import Manifest
 from dtda.train.record import member_path
 
 
