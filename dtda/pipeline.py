@@ -272,7 +272,8 @@ class Run:
                 if isinstance(result, SeedFailure):
                     self._record_failure(result)
                 else:
-                    self.dir.commit([self.dir.member_path(seed)])  # written by the task, recorded here
+                    if self.dir.member_path(seed).is_file():  # written by the task (not on a Ray node's own disk)
+                        self.dir.commit([self.dir.member_path(seed)])
                     on_result(seed, result)
                 done += 1
                 bar.update(1)
@@ -295,9 +296,11 @@ class Run:
             self._reduce()
 
     def _seed_trusted(self, seed: int) -> bool:
-        """Whether member and shard of ``seed`` verify (each one that does not is removed, with a line)."""
-        member = self.dir.trusted(self.dir.member_path(seed))
-        return self.dir.trusted(self.dir.shard_path(seed)) and member
+        """Whether the shard of ``seed`` verifies, with the member it was derived from if that is in
+        the run (a Ray node without a shared filesystem keeps it). Each file that does not verify is
+        removed with a line, so the seed task recomputes it rather than loading it."""
+        self.dir.trusted(self.dir.member_path(seed))  # a bad member goes, and the shard made from it is stale
+        return self.dir.trusted(self.dir.shard_path(seed))
 
     def _samples_paths(self) -> list[Path]:
         """samples.safetensors and the samples of every compared method."""

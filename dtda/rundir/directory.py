@@ -226,7 +226,8 @@ class RunDir:
         tensors = {"m": m, **{f"delta.{method}": d for method, d in deltas.items()}}
         with atomic_path(self.shard_path(seed)) as tmp:
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-        self.commit([self.shard_path(seed)], inputs=[self.member_path(seed)])
+        member = self.member_path(seed)
+        self.commit([self.shard_path(seed)], inputs=[member] if member.is_file() else [])
 
     def read_shard(self, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(m [Q], {method: delta [N, Q]}) of one seed."""
