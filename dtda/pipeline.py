@@ -202,7 +202,11 @@ def _log(msg: str) -> None:
 
 
 class Run:
-    """A run directory and its resolved configuration; methods run the stages, skipping done work."""
+    """A run directory and its resolved configuration; methods run the stages, skipping done work.
+
+    :meth:`create` and :meth:`open` lock the directory against other processes until :meth:`close`
+    (or until this process ends).
+    """
 
     def __init__(self, run: RunDir, config: dict, quiet: bool = False):
         self.dir, self.config, self.quiet = run, config, quiet
