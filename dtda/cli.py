@@ -1,4 +1,5 @@
-"""The ``dtda`` command line: ``demo``, ``run``, the stages ``train``/``attribute``/``report``, ``verify``, ``info``.
+"""The ``dtda`` command line: ``demo``, ``run``, the stages ``train``/``attribute``/``report``, ``verify``,
+``diagnose``, ``info``.
 
 Exit codes: 0 success; 2 invalid configuration or arguments (every problem listed); 1 the run
 could not go on (a directory made for another config or in use, failed seeds, a file that cannot
@@ -40,6 +41,13 @@ def _parser() -> argparse.ArgumentParser:
         _run_options(p)
     p = sub.add_parser("report", help="stage 4: (re)write the report of a run directory")
     p.add_argument("target", help="run directory")
+    p.add_argument("--quiet", action="store_true")
+    p = sub.add_parser("diagnose", help="unrolling against an influence function at every recorded checkpoint "
+                                        "(PAPER Fig. 3), into RUN/diagnose/")
+    p.add_argument("target", help="run directory")
+    p.add_argument("--method", default="exact", help="influence method (default: %(default)s)")
+    p.add_argument("--measurements", type=int, default=2, help="first measurements diagnosed (default: %(default)s)")
+    p.add_argument("--seeds", type=int, default=2, help="first seeds diagnosed (default: %(default)s)")
     p.add_argument("--quiet", action="store_true")
     p = sub.add_parser("verify", help="check every file of a run directory against its manifest (changes nothing)")
     p.add_argument("target", help="run directory")
@@ -93,6 +101,20 @@ def _open(args, demo_config: dict | None = None):
     return Run.create(config, out, force=args.force, quiet=args.quiet)
 
 
+def _check_diagnose(args) -> None:
+    from dtda.attribute import method_options
+    from dtda.config import ConfigError
+
+    problems = []
+    if args.method not in method_options() or args.method == "unroll":
+        problems.append(f"--method: expected an influence method ({', '.join(list(method_options())[1:])}), "
+                        f"found {args.method!r}")
+    problems += [f"--{name}: expected an integer >= 1, found {value}"
+                 for name, value in (("measurements", args.measurements), ("seeds", args.seeds)) if value < 1]
+    if problems:
+        raise ConfigError(problems, "command line")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "info":
@@ -114,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             run = Run.open(args.target, quiet=args.quiet)
             print(run.report() / "index.html")
+            return 0
+        if args.command == "diagnose":
+            _check_diagnose(args)
+            run = Run.open(args.target, quiet=args.quiet)
+            print(run.diagnose(args.method, args.measurements, args.seeds) / "diagnose.md")
             return 0
         if args.command == "demo":
             from dtda import demo

@@ -14,8 +14,11 @@ from what it was derived from, see ``docs/reliability.md``):
 Each stage first brings its inputs up to date (``report`` runs ``statistics``, which runs
 ``attribute``), so a corrupt or missing input is recomputed before it is read.
 
-The seed is the unit of parallel work: one task trains member s (or loads it) and unrolls it, on
-the configured executor, and the driver stores each result as it arrives. A seed whose training
+A group of seeds (``execution.seeds_per_group`` consecutive seeds of the run) is the unit of
+parallel work: one task trains its members in lockstep (or loads them) and unrolls them together,
+on the configured executor, and the driver stores each result as it arrives. A rerun skips the
+groups whose results are all stored and recomputes the others whole (deterministically, so what
+was stored comes out the same). A seed whose training
 hits a non-finite loss is recorded in ``failures.json`` with the error (seed, step, examples);
 with ``execution.on_failure = "continue"`` the run goes on with the other seeds (at least two
 must remain), with ``"stop"`` it ends with that error. Failed seeds are deterministic, so a rerun
@@ -78,7 +81,19 @@ def resolve(config: dict) -> tuple[dict, sources.TaskData]:
         problems.append(f"measure.test: index {max(test)} is out of range for {n_test} test examples")
     if problems:
         raise cfgmod.ConfigError(problems)
+    if config["execution"]["seeds_per_group"] == 0:
+        config["execution"]["seeds_per_group"] = _default_group_size(config, data)
     return config, data
+
+
+def _default_group_size(config: dict, data: sources.TaskData) -> int:
+    """The group size a run fixes when it is created: a member's bits depend on the size of the
+    lockstep group it trained in, so the size is resolved once, stored and fingerprinted, and never
+    depends on the executor that happens to run the groups."""
+    from dtda.train.lockstep import default_group_size
+
+    n_params = sum(p.numel() for p in Plan.build(config, data).recipe.build(0).parameters())
+    return default_group_size(n_params, len(cfgmod.seed_list(config)), config["execution"]["workers"])
 
 
 @dataclass
@@ -132,11 +147,13 @@ class Plan:
                                   fisher=a["fisher"], modules=a["modules"], options=a["options"])
                 for method in self.methods}
 
-    def measurement(self):
-        """The configured measurement on the chosen test examples (Q = len(test_index))."""
+    def measurement(self, count: int | None = None):
+        """The configured measurement on the chosen test examples (Q = len(test_index)), or on the
+        first ``count`` of them."""
         from dtda import measure
 
-        X, y = self.data.X_test[self.test_index], self.data.y_test[self.test_index]
+        index = self.test_index[:count]
+        X, y = self.data.X_test[index], self.data.y_test[index]
         kind = self.config["measure"]["kind"]
         return measure.output(X) if kind == "output" else getattr(measure, kind)(X, y)
 
@@ -158,12 +175,12 @@ class SeedFailure:
 
 @dataclass
 class SeedJob:
-    """One seed's work: train (or load) member ``seed``, then attribute it by every method of the
-    run unless ``train_only``.
+    """One group's work: train (or load) members ``seeds`` in lockstep, then attribute them
+    together by every method of the run unless ``train_only``.
 
     Picklable (it carries only the resolved config and the run path) so process and Ray workers
-    rebuild the :class:`Plan` themselves; returns (m [Q], {method: δ [N, Q]}), None when
-    ``train_only``, or a :class:`SeedFailure`.
+    rebuild the :class:`Plan` themselves; returns, per seed of the group, (m [Q], {method: δ [N, Q]}),
+    None when ``train_only``, or a :class:`SeedFailure`.
     """
 
     config: dict
@@ -174,9 +191,8 @@ class SeedJob:
     def __getstate__(self):
         return {**self.__dict__, "_plan": None}
 
-    def __call__(self, seed: int):
-        from dtda.train import train_member
-
+    def __call__(self, seeds: tuple[int, ...]) -> list:
+        from dtda.train.lockstep import train_group_results
         from dtda.train.workers import torch_threads
 
         if self._plan is None:
@@ -184,15 +200,19 @@ class SeedJob:
         plan = self._plan
         train = (plan.data.X_train, plan.data.y_train)
         with torch_threads(self.config["train"]["threads"]):  # the same bits on every executor
-            try:
-                member = train_member(plan.recipe, train, seed, store=self.run_path)
-            except FloatingPointError as e:
-                return SeedFailure(seed, str(e))
-            if self.train_only:
-                return None
-            results = plan.attribute([member])
-        m = next(iter(results.values())).m[0]
-        return m.detach().cpu(), {method: s.delta[0].detach().cpu() for method, s in results.items()}
+            trained = train_group_results(plan.recipe, train, list(seeds), store=self.run_path)
+            out = [SeedFailure(s, str(r)) if isinstance(r, FloatingPointError) else None
+                   for s, r in zip(seeds, trained)]
+            members = [r for r in trained if not isinstance(r, FloatingPointError)]
+            if self.train_only or not members:
+                return out
+            results = plan.attribute(members)
+        m = next(iter(results.values())).m.detach().cpu()
+        attributed = iter(range(len(members)))
+
+        def shard(k: int):
+            return m[k], {method: s.delta[k].detach().cpu() for method, s in results.items()}
+        return [r if r is not None else shard(next(attributed)) for r in out]
 
 
 # ---- the driver ----------------------------------------------------------------------------------
@@ -211,6 +231,10 @@ class Run:
     def __init__(self, run: RunDir, config: dict, quiet: bool = False):
         self.dir, self.config, self.quiet = run, config, quiet
         self.seeds = cfgmod.seed_list(config)
+        from dtda.report import plots_missing
+
+        if missing := plots_missing():  # said before any work starts, not after training
+            _log(f"note: {missing}")
 
     @classmethod
     def create(cls, config: dict, out: str | Path, force: bool = False, quiet: bool = False) -> "Run":
@@ -264,26 +288,35 @@ class Run:
                               num_cpus=e["num_cpus"], num_gpus=e["num_gpus"])
 
     def _run_seeds(self, todo: list[int], train_only: bool, what: str, on_result) -> None:
+        """Run the groups (consecutive ``group_size`` seeds of the run) that hold a seed of ``todo``,
+        whole: a group is the unit of work, and recomputing it gives its stored members again."""
         from tqdm import tqdm
+
+        from dtda.train.lockstep import groups_of
 
         if not todo:
             return
+        failed = set(self.failures())
+        groups = [g for g in groups_of(self.seeds, self.config["execution"]["seeds_per_group"]) if set(g) & set(todo)]
+        total = sum(len(g) for g in groups)
         job = SeedJob(self.config, str(self.dir.path), train_only=train_only)
         done = 0
-        with tqdm(total=len(todo), desc=what, unit="seed", disable=self.quiet, file=sys.stderr) as bar:
-            def handle(seed, result):
+        with tqdm(total=total, desc=what, unit="seed", disable=self.quiet, file=sys.stderr) as bar:
+            def handle(group, results):
                 nonlocal done
-                if isinstance(result, SeedFailure):
-                    self._record_failure(result)
-                else:
-                    if self.dir.member_path(seed).is_file():  # written by the task (not on a Ray node's own disk)
-                        self.dir.commit([self.dir.member_path(seed)])
-                    on_result(seed, result)
-                done += 1
-                bar.update(1)
+                for seed, result in zip(group, results):
+                    if isinstance(result, SeedFailure):
+                        if seed not in failed:
+                            self._record_failure(result)
+                    else:
+                        if self.dir.member_path(seed).is_file():  # written by the task (not on a Ray node's disk)
+                            self.dir.commit([self.dir.member_path(seed)])
+                        on_result(seed, result)
+                done += len(group)
+                bar.update(len(group))
                 if self.quiet:
-                    _log(f"{what}: seed {seed} done ({done}/{len(todo)})")
-            self._executor().run(job, todo, handle)
+                    _log(f"{what}: seeds {list(group)} done ({done}/{total})")
+            self._executor().run(job, groups, handle)
 
     def train(self) -> None:
         """Stage 1: train every member not yet stored (and not failed)."""
@@ -295,7 +328,7 @@ class Run:
         """Stage 2: per-seed shards (training any missing member on the way), then samples.safetensors."""
         skip = set(self.failures())
         todo = [s for s in self.seeds if s not in skip and not self._seed_trusted(s)]
-        self._run_seeds(todo, False, "train + unroll members", lambda s, r: self.dir.write_shard(s, *r))
+        self._run_seeds(todo, False, "train + attribute members", lambda s, r: self.dir.write_shard(s, *r))
         if not all([self.dir.trusted(p) for p in self._samples_paths()]):  # each checked, each bad one named
             self._reduce()
 
@@ -408,6 +441,42 @@ class Run:
             self.dir.commit_tree(self.dir.report_dir, [self.dir.samples_path, self.stats_path]
                                  + self._failures_input() + self._agreement_input())
         return self.dir.report_dir
+
+    def ensemble(self):
+        """The run's trained members (failed seeds left out) as an :class:`dtda.train.Ensemble`,
+        training any that are missing."""
+        from dtda.train import Ensemble, as_data, train_member
+
+        plan = Plan.build(self.config)
+        data = as_data((plan.data.X_train, plan.data.y_train), plan.recipe.dtype, plan.recipe.loss_name)
+        failed = self.failures()
+        seeds = [s for s in self.seeds if s not in failed]
+        for s in seeds:
+            self.dir.trusted(self.dir.member_path(s))  # a damaged member is removed, then retrained
+        members = [train_member(plan.recipe, data, s, store=self.dir.path) for s in seeds]
+        self.dir.commit([self.dir.member_path(s) for s in seeds])
+        return Ensemble(plan.recipe, data, members)
+
+    def diagnose(self, method: str = "exact", measurements: int = 2, seeds: int = 2) -> Path:
+        """``diagnose/``: unrolling against influence ``method`` at every recorded checkpoint of the
+        first ``seeds`` members, for the first ``measurements`` measurements (PAPER Fig. 3)."""
+        import importlib.util
+
+        from dtda.attribute import diagnose, method_options
+        from dtda.report.diagnosis import write_diagnosis
+
+        ensemble = self.ensemble()
+        ensemble.members = ensemble.members[:seeds]
+        a = self.config["attribute"]
+        options = {k: v for k, v in a["options"].items() if k in method_options()[method]}
+        result = diagnose(ensemble, Plan.build(self.config).measurement(measurements), method=method,
+                          damping=a["damping"], fisher=a["fisher"], modules=a["modules"] or None, **options)
+        plot = importlib.util.find_spec("matplotlib") is not None
+        if not plot:
+            _log("diagnose: matplotlib is not installed (pip install 'dtda[report]'); writing the table only")
+        out = write_diagnosis(self.dir.path / "diagnose", result, plot=plot)
+        self.dir.commit_tree(out, [self.dir.member_path(m.seed) for m in ensemble.members])
+        return out
 
     def all(self) -> Path:
         """Every stage in order, skipping finished work; returns the report directory."""

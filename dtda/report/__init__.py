@@ -5,16 +5,17 @@ examples under each criterion (mean shift, variance increase, W2); a scatter of 
 variance increase marking the examples that change the spread without moving the mean; tables of
 the top examples with bootstrap confidence intervals; and, for image data, the images themselves.
 The report only arranges numbers computed by ``dtda.stats`` and :meth:`SeedSamples.group`.
+Without matplotlib (the ``report`` extra) it is written without plots and says so.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from torch import Tensor
 
 from dtda.sources import TaskData
-from dtda.report import plots
 from dtda.report.render import Heading, Image, Para, Table, markdown, to_html
 from dtda.report.summary import CRITERIA, ranking, spread_only
 from dtda.samples import SeedSamples
@@ -26,6 +27,19 @@ SCATTER_TEXT = (
     "Examples far from the vertical axis shift the average model; examples high above or below the "
     "horizontal axis with a small mean shift (red circles) change how much the trained model depends "
     "on the seed without changing it on average: a mean-only attribution ranks them low.")
+
+
+PLOTS_MISSING = ("matplotlib is not installed, so the report has no plots; install the report extra for "
+                 "them: pip install 'dtda[report]'")
+
+
+def plots_missing() -> str | None:
+    """None if matplotlib imports, else :data:`PLOTS_MISSING` (the report is then written without plots)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return PLOTS_MISSING
+    return None
 
 
 def _fmt(x: float) -> str:
@@ -80,17 +94,23 @@ def write_report(out: Path, config: dict, data: TaskData, samples: SeedSamples, 
     ]
     if failures:
         blocks.append(Para("Failed seeds (left out): " + "; ".join(f"{s}: {e}" for s, e in sorted(failures.items()))))
+    missing = plots_missing()
+    if missing:
+        blocks.append(Para(f"Note: {missing}."))
+    plots = None if missing else importlib.import_module("dtda.report.plots")
     with atomic_dir(out) as tmp:
-        plots.scatter(tmp / "scatter.png", samples.names, stats, shown, k)
-        blocks += [Heading(2, "Mean shift against variance increase"), Para(SCATTER_TEXT),
-                   Image("scatter.png", "mean shift against variance increase")]
+        if plots:
+            plots.scatter(tmp / "scatter.png", samples.names, stats, shown, k)
+            blocks += [Heading(2, "Mean shift against variance increase"), Para(SCATTER_TEXT),
+                       Image("scatter.png", "mean shift against variance increase")]
         for q in shown:
             name = samples.names[q]
             blocks.append(Heading(2, f"Measurement {name}"))
             removed = samples.group([ranking(stats, by, q, n_remove) for by in CRITERIA])
             after = {title: removed.m[:, q] + removed.delta[:, j, q] for j, title in enumerate(CRITERIA.values())}
-            plots.distributions(tmp / f"distribution_{q}.png", name, samples.m[:, q], after, n_remove)
-            blocks.append(Image(f"distribution_{q}.png", f"seed distribution of {name}"))
+            if plots:
+                plots.distributions(tmp / f"distribution_{q}.png", name, samples.m[:, q], after, n_remove)
+                blocks.append(Image(f"distribution_{q}.png", f"seed distribution of {name}"))
             for by, title in CRITERIA.items():
                 idx = ranking(stats, by, q, k)
                 ci = stats.get(f"ci.{by}")
@@ -101,7 +121,7 @@ def write_report(out: Path, config: dict, data: TaskData, samples: SeedSamples, 
                 blocks += [Heading(3, f"Top {len(idx)} by {title}"),
                            Table(["rank", "example", "label", f"{title} [CI]", "mean shift", "variance increase",
                                   "W2"], rows)]
-            if data.images_train is not None:
+            if data.images_train is not None and plots:
                 rows = {CRITERIA[by]: ranking(stats, by, q, k) for by in CRITERIA}
                 rows["spread only"] = spread_only(stats, q, k)
                 plots.images(tmp / f"examples_{q}.png", data.images_train, labels, rows)

@@ -1,6 +1,7 @@
 """Executors: run one picklable job over many seeds, streaming results back to one reduction.
 
-The seed is the unit of work. ``executor.run(job, seeds, on_result)`` calls ``job(seed)`` for
+A seed, or a group of seeds (a tuple, trained in lockstep: the run pipeline's unit), is the unit
+of work; "seed" below stands for either. ``executor.run(job, seeds, on_result)`` calls ``job(seed)`` for
 every seed and hands each result to ``on_result(seed, result)`` *in the calling process*, in
 completion order, as soon as it arrives (so the caller stores it before the next one comes). A
 job that raises, or whose worker dies (killed, out of memory, lost node), is run again, up to

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import tomllib
-from conftest import write_tiny
+from tiny import write_tiny
 
 from dtda import cli, config
 from dtda.samples import SeedSamples
@@ -60,3 +60,19 @@ def test_run_with_an_influence_method_as_the_main_one(tmp_path):
     samples = SeedSamples.load(out / "samples.safetensors")
     assert samples.method == "influence-kfac" and samples.delta.isfinite().all()
     assert not (out / "agreement.json").exists()
+
+
+def test_diagnose_writes_the_table_and_plot(tmp_path, capsys):
+    path = write_tiny(tmp_path / "c.toml")
+    out = tmp_path / "run"
+    assert cli.main(["train", str(path), "--out", str(out), "--quiet"]) == 0
+    assert cli.main(["diagnose", str(out), "--method", "nope"]) == 2
+    assert "--method: expected an influence method" in capsys.readouterr().err
+    assert cli.main(["diagnose", str(out), "--method", "exact", "--measurements", "1", "--seeds", "1"]) == 0
+    table = json.loads((out / "diagnose" / "diagnose.json").read_text())
+    steps = sorted({row["step"] for row in table["rows"]})
+    assert steps and steps[-1] == 12 and all(row["seed"] == 0 for row in table["rows"])
+    assert all(-1 <= row["correlation"] <= 1 for row in table["rows"])
+    assert (out / "diagnose" / "diagnose.png").is_file()
+    assert "| seed | step | measurement | correlation | null_share |" in (out / "diagnose" / "diagnose.md").read_text()
+    assert cli.main(["verify", str(out)]) == 0  # the diagnosis is recorded in the manifest
