@@ -222,7 +222,11 @@ def _log(msg: str) -> None:
 
 
 class Run:
-    """A run directory and its resolved configuration; methods run the stages, skipping done work."""
+    """A run directory and its resolved configuration; methods run the stages, skipping done work.
+
+    :meth:`create` and :meth:`open` lock the directory against other processes until :meth:`close`
+    (or until this process ends).
+    """
 
     def __init__(self, run: RunDir, config: dict, quiet: bool = False):
         self.dir, self.config, self.quiet = run, config, quiet
@@ -305,7 +309,8 @@ class Run:
                         if seed not in failed:
                             self._record_failure(result)
                     else:
-                        self.dir.commit([self.dir.member_path(seed)])  # written by the task, recorded here
+                        if self.dir.member_path(seed).is_file():  # written by the task (not on a Ray node's disk)
+                            self.dir.commit([self.dir.member_path(seed)])
                         on_result(seed, result)
                 done += len(group)
                 bar.update(len(group))
@@ -328,9 +333,11 @@ class Run:
             self._reduce()
 
     def _seed_trusted(self, seed: int) -> bool:
-        """Whether member and shard of ``seed`` verify (each one that does not is removed, with a line)."""
-        member = self.dir.trusted(self.dir.member_path(seed))
-        return self.dir.trusted(self.dir.shard_path(seed)) and member
+        """Whether the shard of ``seed`` verifies, with the member it was derived from if that is in
+        the run (a Ray node without a shared filesystem keeps it). Each file that does not verify is
+        removed with a line, so the seed task recomputes it rather than loading it."""
+        self.dir.trusted(self.dir.member_path(seed))  # a bad member goes, and the shard made from it is stale
+        return self.dir.trusted(self.dir.shard_path(seed))
 
     def _samples_paths(self) -> list[Path]:
         """samples.safetensors and the samples of every compared method."""

@@ -16,7 +16,8 @@ from safetensors.torch import load_file, save_file
 from dtda.rundir import lock
 from dtda.rundir.atomic import atomic_path, atomic_write_text
 from dtda.rundir.errors import RunDirError
-from dtda.rundir.manifest import NAME as MANIFEST, Manifest
+from dtda.rundir.manifest import NAME as MANIFEST
+from dtda.rundir.manifest import Manifest
 from dtda.train.record import member_path
 
 
@@ -225,7 +226,8 @@ class RunDir:
         tensors = {"m": m, **{f"delta.{method}": d for method, d in deltas.items()}}
         with atomic_path(self.shard_path(seed)) as tmp:
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-        self.commit([self.shard_path(seed)], inputs=[self.member_path(seed)])
+        member = self.member_path(seed)
+        self.commit([self.shard_path(seed)], inputs=[member] if member.is_file() else [])
 
     def read_shard(self, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(m [Q], {method: delta [N, Q]}) of one seed."""

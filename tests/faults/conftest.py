@@ -5,9 +5,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from .faultkit import write_config
 
 from dtda import cli
+
+from .faultkit import write_config
 
 
 @pytest.fixture(scope="session")

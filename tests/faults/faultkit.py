@@ -56,6 +56,6 @@ def every_file(run: Path) -> dict[str, str]:
 def dtda(*args: str, env: dict | None = None, script: str | None = None) -> subprocess.CompletedProcess:
     """``python -m dtda ARGS`` (or ``python SCRIPT ARGS``) in a fresh process, with a timeout."""
     cmd = [sys.executable, script, *args] if script else [sys.executable, "-m", "dtda", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, env=env)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, env=env, check=False)
 
 

@@ -5,10 +5,11 @@ import random
 from pathlib import Path
 
 import pytest
-from .faultkit import digests, every_file
 
 from dtda import cli
 from dtda.rundir import RunDir
+
+from .faultkit import digests, every_file, write_config
 
 KINDS = ("members/1/member.safetensors", "shards/2.safetensors", "samples.safetensors",
          "statistics.safetensors", "summary.json", "report/index.html", "report/scatter.png", "manifest.json")
@@ -64,6 +65,23 @@ def test_report_of_a_run_with_damaged_statistics_recomputes_them_first(run_copy,
     assert cli.main(["report", str(run_copy)]) == 0
     assert "statistics.safetensors: " in capsys.readouterr().err
     assert digests(run_copy) == digests(reference)
+
+
+def test_members_kept_outside_the_run_do_not_make_its_shards_untrusted(tmp_path, monkeypatch, capsys):
+    """A Ray node without a shared filesystem keeps the member it trained: the driver records the
+    shard alone, and a rerun trusts it instead of training the seed again."""
+    from dtda import pipeline
+
+    job = pipeline.SeedJob
+    monkeypatch.setattr(pipeline, "SeedJob", lambda config, run_path, train_only=False:
+                        job(config, str(tmp_path / "node"), train_only))
+    out = tmp_path / "run"
+    assert cli.main(["run", str(write_config(tmp_path / "c.toml")), "--out", str(out), "--quiet"]) == 0
+    assert not (out / "members").exists() and (tmp_path / "node" / "members" / "2").is_dir()
+    capsys.readouterr()
+    assert cli.main(["run", str(out), "--quiet"]) == 0
+    assert "seed" not in capsys.readouterr().err
+    assert cli.main(["verify", str(out)]) == 0
 
 
 def test_a_recomputed_input_with_other_bits_makes_what_was_derived_from_it_stale(tmp_path, capsys):

@@ -5,10 +5,11 @@ import os
 import stat
 
 import pytest
-from .faultkit import every_file, write_config
 
 from dtda import cli
 from dtda.rundir import RunDir
+
+from .faultkit import every_file, write_config
 
 
 @pytest.fixture

@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from .faultkit import HERE, TIMEOUT_S, digests, dtda, every_file, write_config
 
 from dtda import cli
+
+from .faultkit import HERE, TIMEOUT_S, digests, dtda, every_file, write_config
 
 STAGES = ("train", "attribute", "statistics", "report")
 # Events per stage in a run of the faults config (3 seeds): member records; shard and samples
@@ -91,10 +92,11 @@ def test_local_and_process_executors_give_identical_bytes(tmp_path, reference):
 def test_a_second_driver_is_refused_while_the_first_lives_then_takes_over_its_stale_lock(run_copy, capsys):
     lock = run_copy / ".lock"
     holder = subprocess.Popen(  # another driver: holds the lock as dtda.rundir.lock does
-        [sys.executable, "-c", "import fcntl, os, sys, time\n"
-         f"fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT)\n"
-         "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'%d\\n' % os.getpid())\n"
-         "print('locked', flush=True); time.sleep(120)"], stdout=subprocess.PIPE, text=True)
+        [sys.executable, "-c", ("import fcntl, os, sys, time\n"
+                                f"fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT)\n"
+                                "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'%d\\n' % os.getpid())\n"
+                                "print('locked', flush=True); time.sleep(120)")],
+        stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         before = every_file(run_copy)
@@ -119,9 +121,10 @@ def test_a_bound_worker_ends_when_its_parent_is_killed(prctl):
                   + ("" if prctl else "sys.platform = 'other'\n")
                   + "exit_with_parent(os.getppid()); print('bound', flush=True); time.sleep(120)")
     parent = subprocess.Popen(
-        [sys.executable, "-c", "import subprocess, sys, time\n"
-         f"worker = subprocess.Popen([sys.executable, '-c', {grandchild!r}])\n"
-         "print(worker.pid, flush=True); time.sleep(120)"], stdout=subprocess.PIPE, text=True)
+        [sys.executable, "-c", ("import subprocess, sys, time\n"
+                                f"worker = subprocess.Popen([sys.executable, '-c', {grandchild!r}])\n"
+                                "print(worker.pid, flush=True); time.sleep(120)")],
+        stdout=subprocess.PIPE, text=True)
     try:
         worker = int(parent.stdout.readline())
         assert parent.stdout.readline().strip() == "bound"
