@@ -17,7 +17,9 @@ print a short table last.
    bfloat16, as a ratio to the ``torch`` backend and as fractions of the measured torch.mm
    TFLOP/s (fp32 without TF32, bf16) and device-to-device copy GB/s. Timings stop when the
    time budget is spent (correctness always runs).
-4. A table last; with ``$OUT`` set, everything also goes to ``$OUT/gpu_check.json``.
+4. End to end: EK-FAC influence of a small digits ensemble on the GPU against the same call on the
+   CPU (``benchmarks/gpu_influence.py``), unless ``--no-influence``.
+5. A table last; with ``$OUT`` set, everything also goes to ``$OUT/gpu_check.json``.
 
 Checks and timings run in a worker process; a kernel that kills its CUDA context (illegal
 address) is recorded as a failure and the worker restarts after it.
@@ -585,6 +587,21 @@ def summary(tasks: list[dict], done: dict[str, dict], build_log: list[str], args
                 timings=rows, failures=n_fail, args=vars(args))
 
 
+def end_to_end_influence(device: str = "cuda") -> dict:
+    """``benchmarks/gpu_influence.py``'s check, its failure to run recorded as a failure."""
+    from benchmarks.gpu_influence import describe, influence_check
+
+    try:
+        result = influence_check(device)
+    except Exception as e:  # a crash is a finding to record, not a reason to lose the op table
+        result = {"id": "influence/ekfac", "status": "FAIL", "detail": f"{type(e).__name__}: {e}",
+                  "traceback": traceback.format_exc()}
+        say(f"influence (ekfac) on {device}: FAIL {result['detail']}")
+        return result
+    say(describe(result))
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one timing shape per op")
@@ -592,6 +609,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-build", action="store_true", help="never try to build dtda._C_cuda")
     parser.add_argument("--time-budget", type=float, default=400.0,
                         help="seconds for checks and timings; timings left when it is spent are skipped")
+    parser.add_argument("--no-influence", action="store_true",
+                        help="skip the end-to-end EK-FAC influence check (benchmarks/gpu_influence.py)")
     parser.add_argument("--worker", nargs=2, metavar=("TASKS", "RESULTS"), help=argparse.SUPPRESS)
     parser.add_argument("--deadline", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -614,6 +633,9 @@ def main(argv: list[str] | None = None) -> int:
     tasks = make_tasks(ops, args.quick)
     done = run_tasks(tasks, deadline=begin + args.time_budget)
     report = summary(tasks, done, build_log, args)
+    if not args.no_influence:
+        report["influence"] = end_to_end_influence()
+        report["failures"] += report["influence"]["status"] != "PASS"
     say(f"total {time.time() - start:.0f} s")
     if os.environ.get("OUT"):
         path = Path(os.environ["OUT"]) / "gpu_check.json"

@@ -3,9 +3,10 @@
 Both open an existing run directory, rebuild its recipe, data and measurement from the resolved
 config, read ``samples.safetensors`` and retrain on the run's executor. Retrained measurements are
 cached in ``<run>/retrain/`` (one file per mode, removal and seed), so a killed check resumes and
-a repeated one costs nothing. Outputs (Markdown, JSON, PNG) go to
-``<run>/report/confirm/<label>/`` and ``<run>/report/evaluate/``; ``dtda report`` rewrites the
-report folder, so rerun the checks after it (from the cache: seconds).
+a repeated one costs nothing. Outputs (Markdown, JSON, PNG) go to ``<run>/checks/confirm/<label>/``
+and ``<run>/checks/evaluate/``, beside the report (which ``dtda report`` rewrites as a whole).
+Outputs and cache are recorded in the run's manifest when a check finishes, so ``dtda verify``
+covers them (a check killed midway leaves unrecorded cache files until it is rerun).
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ def run_command(args) -> int:
         raise RunError(str(e)) from None
     except ValueError as e:  # bad --examples, --by, --stat, ... : one clear message, exit code 2
         raise ConfigError([str(e)], "command line") from None
+    run.dir.commit_tree(context["cache"], [run.dir.config_path])
+    run.dir.commit_tree(out, [run.dir.samples_path])
     print(out)
     return 0
 
@@ -98,7 +101,7 @@ def _confirm(args, run, context) -> Path:
     controls = [c.strip() for c in args.controls.split(",") if c.strip()]
     result = confirm(**context, examples=examples, seeds=args.seeds, mode=args.mode, each=args.each,
                      controls=controls, epsilon=args.epsilon)
-    out = run.dir.report_dir / "confirm" / f"{label}-{args.mode}{'-each' if args.each else ''}"
+    out = run.dir.path / "checks" / "confirm" / f"{label}-{args.mode}{'-each' if args.each else ''}"
     write_confirm(out, result, queries)
     for g in range(len(result.groups)):
         for q in queries if queries is not None else range(samples.Q):
@@ -112,7 +115,7 @@ def _evaluate(args, run, context) -> Path:
     stats = [s.strip() for s in args.stat.split(",") if s.strip()]
     results = [lds(**context, alpha=args.alpha, subsets=args.subsets, seeds_per_subset=args.seeds_per_subset,
                    stat=s, mode=args.mode) for s in stats]
-    out = run.dir.report_dir / "evaluate"
+    out = run.dir.path / "checks" / "evaluate"
     write_lds(out, results)
     for r in results:
         print(r, file=sys.stderr)

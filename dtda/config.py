@@ -104,6 +104,30 @@ def _ci(v) -> str | None:
     return None if not bad else f"a list of statistic names from {', '.join(STATISTICS)}, 'quantiles' or 'quantile_<p>'"
 
 
+def _method(v) -> str | None:
+    from dtda.attribute import method_options
+
+    names = method_options()
+    return None if v in names else "one of " + ", ".join(repr(n) for n in names)
+
+
+def _methods(v) -> str | None:
+    bad = [m for m in v if not isinstance(m, str) or _method(m) is not None]
+    if bad or len(set(v)) != len(v):
+        return "a list of distinct method names, each " + _method("")
+    return None
+
+
+def _damping(v) -> str | None:
+    if isinstance(v, str):
+        return None if v in ("training-time", "heuristic") else "'training-time', 'heuristic' or a number >= 0"
+    return _nonneg(v)
+
+
+def _names(v) -> str | None:
+    return None if all(isinstance(n, str) and n for n in v) else "a list of module names (strings)"
+
+
 def _model(v) -> str | None:
     if v in ("auto", "linear", "data") or _is_module_function(v):
         return None
@@ -162,11 +186,26 @@ SCHEMA: dict[str, dict[str, Key]] = {
                     _choice("auto", "cross_entropy", "mse")),
         "dtype": Key(_S, "float32", "training dtype", _choice("float32", "float64")),
         "checkpoint_every": Key(_I, 0, "steps between checkpoints (0: about sqrt(steps))", _nonneg),
+        "threads": Key(_I, 1, "torch threads of each seed task on every executor (sums split over threads "
+                              "round differently, so the thread count is part of the result)", _positive),
     },
     "attribute": {
-        "method": Key(_S, "unroll", "attribution method (unrolled differentiation)", _choice("unroll")),
-        "mode": Key(_S, "reverse", "reverse mode: every training example's effect, one adjoint sweep per "
+        "method": Key(_S, "unroll", "attribution method: unroll (exact unrolled differentiation) or an influence "
+                                    "function per seed (identity, diagonal, kfac, ekfac, exact, cg, lissa, astra, "
+                                    "source; docs/influence.md)", _method),
+        "compare": Key(_L, [], "more methods computed on the same seeds; the report shows how each agrees with "
+                               "`method`", _methods),
+        "mode": Key(_S, "reverse", "unroll: reverse mode, every training example's effect, one adjoint sweep per "
                                    "measurement", _choice("reverse")),
+        "damping": Key((str, int, float), "training-time", "influence: 'training-time' ((1 - momentum) / sum of "
+                                                           "learning rates), 'heuristic' (0.1 x mean eigenvalue) "
+                                                           "or a number >= 0", _damping),
+        "fisher": Key(_S, "true", "influence: curvature from labels sampled from the model (true) or the "
+                                  "training labels (empirical)", _choice("true", "empirical")),
+        "modules": Key(_L, [], "influence: names of the modules to cover (empty: every module with parameters)",
+                       _names),
+        "options": Key((dict,), {}, "influence: solver options of the chosen methods, e.g. {max_iter = 100} "
+                                    "(docs/influence.md lists them)"),
     },
     "measure": {
         "kind": Key(_S, "auto", "measurement; auto: margin for classes, output for regression",
@@ -187,8 +226,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "execution": {
         "executor": Key(_S, "local", "where seeds run", _choice("local", "process", "ray")),
         "workers": Key(_I, 2, "parallel workers (process) or concurrent tasks (ray)", _positive),
-        "threads_per_worker": Key(_I, 1, "torch threads per worker (process, ray)", _positive),
-        "retries": Key(_I, 2, "retries of a failed or killed seed task", _nonneg),
+        "retries": Key(_I, 2, "retries of a failed or killed group task", _nonneg),
+        "seeds_per_group": Key(_I, 0, "seeds trained and unrolled in lockstep as one task (0: chosen from the model's "
+                                      "size, the seeds, the workers and the memory when the run is created; "
+                                      "stored, and part of the run's fingerprint, since a member's bits depend "
+                                      "on its group's size; see `dtda info`)", _nonneg),
         "address": Key(_S, "", "ray: cluster address ('auto', 'ray://host:10001'); empty starts a local cluster"),
         "num_cpus": Key(_F, 1, "ray: CPUs per seed task", _positive),
         "num_gpus": Key(_F, 0, "ray: GPUs per seed task (0: CPU)", _nonneg),
@@ -199,7 +241,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
 
 
 def _type_name(types: tuple[type, ...]) -> str:
-    names = {int: "integer", float: "number", str: "string", bool: "boolean", list: "list"}
+    names = {int: "integer", float: "number", str: "string", bool: "boolean", list: "list", dict: "table"}
     return " or ".join(dict.fromkeys(names[t] for t in types))
 
 
@@ -247,6 +289,7 @@ def validate(raw: dict, base_dir: Path | str = ".", source: str = "config") -> d
             out[key] = v
     if isinstance(resolved["data"]["source"], str):
         problems += _check_source(resolved["data"], Path(base_dir))
+    problems += _check_methods(resolved["attribute"])
     if _is_module_function(resolved["model"]["name"]):
         if (why := _check_callable(resolved["model"]["name"])) is not None:
             problems.append(f"model.name: {why}")
@@ -278,6 +321,23 @@ def _check_source(data: dict, base: Path) -> list[str]:
         return [] if why is None else [f"data.source: {why}"]
     return [f"data.source: expected one of {', '.join(BUILTIN_DATA)}, csv:PATH, npz:PATH or module:function, "
             f"found {src!r}"]
+
+
+def _check_methods(attribute: dict) -> list[str]:
+    """The method is not also in ``compare``, and every solver option belongs to a chosen method."""
+    from dtda.attribute import method_options
+
+    known = method_options()
+    chosen = [m for m in [attribute["method"], *attribute["compare"]] if isinstance(m, str) and m in known]
+    problems = []
+    if attribute["method"] in attribute["compare"]:
+        problems.append(f"attribute.compare: lists the main method {attribute['method']!r} again")
+    allowed = sorted({name for m in chosen for name in known[m]})
+    unknown = sorted(set(attribute["options"]) - set(allowed))
+    if unknown:
+        problems.append(f"attribute.options: unknown option(s) {', '.join(map(repr, unknown))} for method(s) "
+                        f"{', '.join(chosen)}; allowed: {', '.join(allowed) or 'none'}")
+    return problems
 
 
 def import_callable(spec: str):
@@ -315,13 +375,21 @@ def load(path: str | Path, overrides: dict | None = None) -> dict:
 
 
 def fingerprint(resolved: dict) -> str:
-    """sha256 over the result-relevant sections and the bytes of any data file they name."""
+    """sha256 over the result-relevant sections, the lockstep group size (members' bits depend on
+    it) and the bytes of any data file they name."""
     h = hashlib.sha256()
-    h.update(json.dumps({s: resolved[s] for s in RESULT_SECTIONS}, sort_keys=True).encode())
-    kind, _, rest = resolved["data"]["source"].partition(":")
-    if kind in ("csv", "npz"):
-        h.update(Path(rest).read_bytes())
+    relevant = {**{s: resolved[s] for s in RESULT_SECTIONS},
+                "seeds_per_group": resolved["execution"]["seeds_per_group"]}
+    h.update(json.dumps(relevant, sort_keys=True).encode())
+    for path in data_files(resolved):
+        h.update(path.read_bytes())
     return h.hexdigest()
+
+
+def data_files(resolved: dict) -> list[Path]:
+    """The files a configuration reads its data from (``csv:``/``npz:`` sources)."""
+    kind, _, rest = resolved["data"]["source"].partition(":")
+    return [Path(rest)] if kind in ("csv", "npz") else []
 
 
 def to_toml(resolved: dict) -> str:
@@ -342,6 +410,8 @@ def _toml_value(v: Any) -> str:
         return json.dumps(v)  # a JSON string is a valid TOML basic string
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
     raise TypeError(f"to_toml: cannot write {type(v).__name__} value {v!r}")
 
 

@@ -19,5 +19,5 @@ def config(quick: bool = False) -> dict:
         "statistics": {"bootstrap": 100 if quick else 1000, "ci": ["mean", "var_increase", "w2"]},
         "report": {"top": 10, "remove": 10, "measurements": 2 if quick else 4},
         # Two worker processes with one torch thread each use two cores better than one process.
-        "execution": {"executor": "local"} if quick else {"executor": "process", "workers": 2, "threads_per_worker": 1},
+        "execution": {"executor": "local"} if quick else {"executor": "process", "workers": 2},
     }

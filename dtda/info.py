@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import platform
 
 import torch
@@ -21,6 +22,18 @@ def _triton_status() -> str:
     return f"{triton.__version__} ({'usable' if not reason else reason})"
 
 
+def _group_rule() -> list[str]:
+    from dtda.train import lockstep
+
+    demo_params = 64 * 128 + 128 + 128 * 128 + 128 + 128 * 10 + 10  # the demo's MLP 64-128-128-10
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return [f"seeds/group execution.seeds_per_group = 0 picks min({lockstep.MAX_GROUP}, ceil(seeds / workers), "
+            f"{lockstep.GROUP_PARAMS} / parameters, memory / 4 / (512 B x parameters))",
+            f"            here ({memory / 2**30:.0f} GiB): demo MLP ({demo_params} parameters), 16 seeds: "
+            f"{lockstep.default_group_size(demo_params, 16, 1)} (local), "
+            f"{lockstep.default_group_size(demo_params, 16, 2)} (2 workers)"]
+
+
 def report() -> str:
     """A human-readable report of versions, native modules and per-op backend choices."""
     cpu = _native.load_cpu()
@@ -33,6 +46,7 @@ def report() -> str:
         f"dtda._C_cuda {'loaded, archs ' + cuda.archs if cuda else 'not loaded: ' + _native.why_not('_C_cuda')}",
         f"triton      {_triton_status()}",
         f"forced      {registry.forced() or 'none (automatic selection)'}",
+        *_group_rule(),
         "",
         f"{'op':<16} {'cpu float32':<14} {'cuda float32':<14} available on cpu",
     ]

@@ -8,6 +8,10 @@ parameters (``m.functional(params, buffers, module)``, for ``torch.func``), and 
 - :func:`margin`: correct-class margin z_y − logsumexp_{j≠y} z_j.
 - :func:`output`: the model outputs f(X), flattened (Q = len(X) · outputs per query).
 - :func:`custom`: any callable ``model -> [Q]`` built from differentiable torch operations.
+
+Test inputs must hold finite values (ValueError naming the first bad entry, at construction),
+class labels must fit the model's outputs, and a measurement must have a gradient path to the
+parameters (:meth:`Measurement.require_gradient_path`, checked before unrolling).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from dtda.train import checks
 from dtda.train import losses as _losses
 from dtda.train.step import mode
 
@@ -52,6 +57,19 @@ class Measurement:
                              f"{len(self.names)} names")
         return out
 
+    def require_gradient_path(self, params: dict, buffers: dict, module: nn.Module) -> None:
+        """Raise ValueError unless m at ``params`` depends differentiably on them: a detached
+        or non-differentiable measurement (argmax, comparisons, ``.item()``, ``torch.no_grad``)
+        would give δ ≡ 0 for every example. One forward pass with autograd."""
+        leaves = {k: p.detach().requires_grad_() for k, p in params.items()}
+        with torch.enable_grad():
+            out = self.functional(leaves, buffers, module)
+        if not out.requires_grad:
+            raise ValueError("measurement has no gradient path to the parameters (it is detached, or "
+                             "built from argmax, comparisons, .item() or under torch.no_grad), so every "
+                             "removal effect would be 0; measure a differentiable quantity instead, e.g. "
+                             "dtda.measure.margin or dtda.measure.loss rather than accuracy")
+
     def names_for(self, q: int) -> list[str]:
         """The names, or ``m[0]..m[q-1]`` for a custom measurement without names."""
         return list(self.names) if self.names is not None else [f"m[{i}]" for i in range(q)]
@@ -78,12 +96,15 @@ def _inputs(module: nn.Module, X: Tensor) -> Tensor:
 
 class _Loss(Measurement):
     def __init__(self, X: Tensor, y: Tensor, loss):
+        checks.tensors(X, y, "loss")
         self.X, self.y = X, y
         self.loss_fn = _losses.resolve(loss if loss is not None else _losses.default_for(y))
         self.names = [f"loss[{i}]" for i in range(len(X))]
 
     def evaluate(self, module):
         out = module(_inputs(module, self.X))
+        if self.loss_fn is _losses.cross_entropy:
+            checks.class_labels(self.y, out.shape[1], "loss")
         y = self.y if not torch.is_floating_point(self.y) else self.y.to(out.dtype)
         return self.loss_fn(out, y)
 
@@ -92,6 +113,7 @@ class _Margin(Measurement):
     def __init__(self, X: Tensor, y: Tensor):
         if torch.is_floating_point(y):
             raise ValueError(f"margin: y must hold integer class labels, got {y.dtype}")
+        checks.tensors(X, y, "margin")
         self.X, self.y = X, y.long()
         self.names = [f"margin[{i}]" for i in range(len(X))]
 
@@ -99,6 +121,7 @@ class _Margin(Measurement):
         z = module(_inputs(module, self.X))
         if z.dim() != 2 or z.shape[1] < 2:
             raise ValueError(f"margin: the model must output logits [Q, C] with C ≥ 2, got {tuple(z.shape)}")
+        checks.class_labels(self.y, z.shape[1], "margin")
         correct = z.gather(1, self.y[:, None]).squeeze(1)
         others = z.masked_fill(torch.nn.functional.one_hot(self.y, z.shape[1]).bool(), float("-inf"))
         return correct - torch.logsumexp(others, dim=1)
@@ -106,6 +129,8 @@ class _Margin(Measurement):
 
 class _Output(Measurement):
     def __init__(self, X: Tensor):
+        checks.materialised(X, "output: X")
+        checks.finite(X, "output: X")
         self.X = X
         self.names = None
 

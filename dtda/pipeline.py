@@ -1,7 +1,8 @@
 """The staged job behind ``dtda run``: train → attribute → statistics → report, resumable.
 
-Stages and what marks them finished (every output is written atomically, so a file that exists
-is complete; a rerun skips it):
+Stages and what marks them finished (every output is written atomically and then recorded with its
+sha256 in the run's manifest; a rerun skips a file that verifies, and recomputes one that does not
+from what it was derived from, see ``docs/reliability.md``):
 
 1. **train**: per seed, ``members/<seed>/member.safetensors`` (written by :func:`dtda.train.train_member`).
 2. **attribute**: per seed, ``shards/<seed>.safetensors`` with m [Q] and δ [N, Q]; then the
@@ -10,8 +11,14 @@ is complete; a rerun skips it):
    ``summary.json``.
 4. **report**: ``report/`` (``index.html``, ``report.md``, PNG plots).
 
-The seed is the unit of parallel work: one task trains member s (or loads it) and unrolls it, on
-the configured executor, and the driver stores each result as it arrives. A seed whose training
+Each stage first brings its inputs up to date (``report`` runs ``statistics``, which runs
+``attribute``), so a corrupt or missing input is recomputed before it is read.
+
+A group of seeds (``execution.seeds_per_group`` consecutive seeds of the run) is the unit of
+parallel work: one task trains its members in lockstep (or loads them) and unrolls them together,
+on the configured executor, and the driver stores each result as it arrives. A rerun skips the
+groups whose results are all stored and recomputes the others whole (deterministically, so what
+was stored comes out the same). A seed whose training
 hits a non-finite loss is recorded in ``failures.json`` with the error (seed, step, examples);
 with ``execution.on_failure = "continue"`` the run goes on with the other seeds (at least two
 must remain), with ``"stop"`` it ends with that error. Failed seeds are deterministic, so a rerun
@@ -74,7 +81,19 @@ def resolve(config: dict) -> tuple[dict, sources.TaskData]:
         problems.append(f"measure.test: index {max(test)} is out of range for {n_test} test examples")
     if problems:
         raise cfgmod.ConfigError(problems)
+    if config["execution"]["seeds_per_group"] == 0:
+        config["execution"]["seeds_per_group"] = _default_group_size(config, data)
     return config, data
+
+
+def _default_group_size(config: dict, data: sources.TaskData) -> int:
+    """The group size a run fixes when it is created: a member's bits depend on the size of the
+    lockstep group it trained in, so the size is resolved once, stored and fingerprinted, and never
+    depends on the executor that happens to run the groups."""
+    from dtda.train.lockstep import default_group_size
+
+    n_params = sum(p.numel() for p in Plan.build(config, data).recipe.build(0).parameters())
+    return default_group_size(n_params, len(cfgmod.seed_list(config)), config["execution"]["workers"])
 
 
 @dataclass
@@ -109,13 +128,39 @@ class Plan:
         kind = config["measure"]["kind"]
         return cls(config, data, recipe, index, [f"{kind}[test {i}]" for i in index])
 
-    def measurement(self):
-        """The configured measurement on the chosen test examples (Q = len(test_index))."""
+    @property
+    def methods(self) -> list[str]:
+        """The run's attribution methods: the main one first, then those it is compared with."""
+        a = self.config["attribute"]
+        return [a["method"], *a["compare"]]
+
+    def attribute(self, members: list) -> dict[str, SeedSamples]:
+        """Every method's :class:`SeedSamples` for trained ``members`` (fitted together where the
+        method batches seeds)."""
+        from dtda.attribute import attribute
+        from dtda.train import Ensemble, as_data
+
+        data = as_data((self.data.X_train, self.data.y_train), self.recipe.dtype, self.recipe.loss_name)
+        ensemble = Ensemble(self.recipe, data, members)
+        a = self.config["attribute"]
+        return {method: attribute(ensemble, self.measurement(), method, mode=a["mode"], damping=a["damping"],
+                                  fisher=a["fisher"], modules=a["modules"], options=a["options"])
+                for method in self.methods}
+
+    def measurement(self, count: int | None = None):
+        """The configured measurement on the chosen test examples (Q = len(test_index)), or on the
+        first ``count`` of them."""
         from dtda import measure
 
-        X, y = self.data.X_test[self.test_index], self.data.y_test[self.test_index]
+        index = self.test_index[:count]
+        X, y = self.data.X_test[index], self.data.y_test[index]
         kind = self.config["measure"]["kind"]
         return measure.output(X) if kind == "output" else getattr(measure, kind)(X, y)
+
+
+def method_label(attribute: dict, method: str) -> str:
+    """The ``SeedSamples.method`` a run stores for ``method``: unroll-<mode> or influence-<name>."""
+    return f"unroll-{attribute['mode']}" if method == "unroll" else f"influence-{method}"
 
 
 # ---- the per-seed task ---------------------------------------------------------------------------
@@ -130,11 +175,12 @@ class SeedFailure:
 
 @dataclass
 class SeedJob:
-    """One seed's work: train (or load) member ``seed``, then unroll it unless ``train_only``.
+    """One group's work: train (or load) members ``seeds`` in lockstep, then attribute them
+    together by every method of the run unless ``train_only``.
 
     Picklable (it carries only the resolved config and the run path) so process and Ray workers
-    rebuild the :class:`Plan` themselves; returns (m [Q], δ [N, Q]), None when ``train_only``, or
-    a :class:`SeedFailure`.
+    rebuild the :class:`Plan` themselves; returns, per seed of the group, (m [Q], {method: δ [N, Q]}),
+    None when ``train_only``, or a :class:`SeedFailure`.
     """
 
     config: dict
@@ -145,24 +191,28 @@ class SeedJob:
     def __getstate__(self):
         return {**self.__dict__, "_plan": None}
 
-    def __call__(self, seed: int):
-        from dtda.train import train_member
+    def __call__(self, seeds: tuple[int, ...]) -> list:
+        from dtda.train.lockstep import train_group_results
+        from dtda.train.workers import torch_threads
 
         if self._plan is None:
             self._plan = Plan.build(self.config)
         plan = self._plan
         train = (plan.data.X_train, plan.data.y_train)
-        try:
-            member = train_member(plan.recipe, train, seed, store=self.run_path)
-        except FloatingPointError as e:
-            return SeedFailure(seed, str(e))
-        if self.train_only:
-            return None
-        from dtda.attribute import unroll_member
+        with torch_threads(self.config["train"]["threads"]):  # the same bits on every executor
+            trained = train_group_results(plan.recipe, train, list(seeds), store=self.run_path)
+            out = [SeedFailure(s, str(r)) if isinstance(r, FloatingPointError) else None
+                   for s, r in zip(seeds, trained)]
+            members = [r for r in trained if not isinstance(r, FloatingPointError)]
+            if self.train_only or not members:
+                return out
+            results = plan.attribute(members)
+        m = next(iter(results.values())).m.detach().cpu()
+        attributed = iter(range(len(members)))
 
-        m, delta = unroll_member(plan.recipe, train, member, plan.measurement(),
-                                 mode=self.config["attribute"]["mode"])
-        return m.detach().cpu(), delta.detach().cpu()
+        def shard(k: int):
+            return m[k], {method: s.delta[k].detach().cpu() for method, s in results.items()}
+        return [r if r is not None else shard(next(attributed)) for r in out]
 
 
 # ---- the driver ----------------------------------------------------------------------------------
@@ -177,12 +227,17 @@ class Run:
     def __init__(self, run: RunDir, config: dict, quiet: bool = False):
         self.dir, self.config, self.quiet = run, config, quiet
         self.seeds = cfgmod.seed_list(config)
+        from dtda.report import plots_missing
+
+        if missing := plots_missing():  # said before any work starts, not after training
+            _log(f"note: {missing}")
 
     @classmethod
     def create(cls, config: dict, out: str | Path, force: bool = False, quiet: bool = False) -> "Run":
         """Resolve ``config`` (validated), then make or reopen ``out`` for it."""
         resolved, _ = resolve(config)
-        run = RunDir.create(out, cfgmod.to_toml(resolved), cfgmod.fingerprint(resolved), force=force)
+        run = RunDir.create(out, cfgmod.to_toml(resolved), cfgmod.fingerprint(resolved), force=force,
+                            sources=cfgmod.data_files(resolved))
         return cls(run, resolved, quiet)
 
     @classmethod
@@ -192,17 +247,25 @@ class Run:
         bad = set(overrides or {}) - {"execution", "report"}
         if bad:
             raise cfgmod.ConfigError([f"[{s}]: cannot be changed for an existing run" for s in sorted(bad)])
-        config = cfgmod.load(run.config_path, overrides)
-        if cfgmod.fingerprint(config) != run.fingerprint():
-            raise RunError(f"{run.config_path} no longer matches the run's fingerprint (was it edited, or a "
-                           f"data file changed?); start a new run with --force")
+        try:
+            config = cfgmod.load(run.config_path, overrides)
+            if cfgmod.fingerprint(config) != run.fingerprint():
+                raise RunError(f"{run.config_path} no longer matches the run's fingerprint (was it edited, or a "
+                               f"data file changed?); start a new run with --force")
+        except BaseException:
+            run.close()
+            raise
         return cls(run, config, quiet)
+
+    def close(self) -> None:
+        """Unlock the run directory for other drivers."""
+        self.dir.close()
 
     # -- stages --
 
     def failures(self) -> dict[int, str]:
         path = self.dir.failures_path
-        return {int(k): v for k, v in self.dir.read_json(path).items()} if path.is_file() else {}
+        return {int(k): v for k, v in self.dir.read_json(path).items()} if self.dir.trusted(path) else {}
 
     def _record_failure(self, f: SeedFailure) -> None:
         failures = self.failures()
@@ -217,45 +280,68 @@ class Run:
 
         e = self.config["execution"]
         return executors.make(e["executor"], workers=e["workers"], retries=e["retries"],
-                              threads_per_worker=e["threads_per_worker"], address=e["address"],
+                              threads_per_worker=self.config["train"]["threads"], address=e["address"],
                               num_cpus=e["num_cpus"], num_gpus=e["num_gpus"])
 
     def _run_seeds(self, todo: list[int], train_only: bool, what: str, on_result) -> None:
+        """Run the groups (consecutive ``group_size`` seeds of the run) that hold a seed of ``todo``,
+        whole: a group is the unit of work, and recomputing it gives its stored members again."""
         from tqdm import tqdm
+
+        from dtda.train.lockstep import groups_of
 
         if not todo:
             return
+        failed = set(self.failures())
+        groups = [g for g in groups_of(self.seeds, self.config["execution"]["seeds_per_group"]) if set(g) & set(todo)]
+        total = sum(len(g) for g in groups)
         job = SeedJob(self.config, str(self.dir.path), train_only=train_only)
         done = 0
-        with tqdm(total=len(todo), desc=what, unit="seed", disable=self.quiet, file=sys.stderr) as bar:
-            def handle(seed, result):
+        with tqdm(total=total, desc=what, unit="seed", disable=self.quiet, file=sys.stderr) as bar:
+            def handle(group, results):
                 nonlocal done
-                if isinstance(result, SeedFailure):
-                    self._record_failure(result)
-                else:
-                    on_result(seed, result)
-                done += 1
-                bar.update(1)
+                for seed, result in zip(group, results):
+                    if isinstance(result, SeedFailure):
+                        if seed not in failed:
+                            self._record_failure(result)
+                    else:
+                        self.dir.commit([self.dir.member_path(seed)])  # written by the task, recorded here
+                        on_result(seed, result)
+                done += len(group)
+                bar.update(len(group))
                 if self.quiet:
-                    _log(f"{what}: seed {seed} done ({done}/{len(todo)})")
-            self._executor().run(job, todo, handle)
+                    _log(f"{what}: seeds {list(group)} done ({done}/{total})")
+            self._executor().run(job, groups, handle)
 
     def train(self) -> None:
         """Stage 1: train every member not yet stored (and not failed)."""
-        from dtda.train.record import member_path
-
         skip = set(self.failures())
-        todo = [s for s in self.seeds if s not in skip and not member_path(self.dir.path, s).is_file()]
+        todo = [s for s in self.seeds if s not in skip and not self.dir.trusted(self.dir.member_path(s))]
         self._run_seeds(todo, True, "train members", lambda s, r: None)
 
     def attribute(self) -> None:
         """Stage 2: per-seed shards (training any missing member on the way), then samples.safetensors."""
-        if self.dir.samples_path.is_file():
-            return
         skip = set(self.failures())
-        todo = [s for s in self.seeds if s not in skip and not self.dir.has_shard(s)]
-        self._run_seeds(todo, False, "train + unroll members", lambda s, r: self.dir.write_shard(s, *r))
-        self._reduce()
+        todo = [s for s in self.seeds if s not in skip and not self._seed_trusted(s)]
+        self._run_seeds(todo, False, "train + attribute members", lambda s, r: self.dir.write_shard(s, *r))
+        if not all([self.dir.trusted(p) for p in self._samples_paths()]):  # each checked, each bad one named
+            self._reduce()
+
+    def _seed_trusted(self, seed: int) -> bool:
+        """Whether member and shard of ``seed`` verify (each one that does not is removed, with a line)."""
+        member = self.dir.trusted(self.dir.member_path(seed))
+        return self.dir.trusted(self.dir.shard_path(seed)) and member
+
+    def _samples_paths(self) -> list[Path]:
+        """samples.safetensors and the samples of every compared method."""
+        return [self.dir.samples_path] + [self.dir.compare_path(m) for m in self.config["attribute"]["compare"]]
+
+    def _agreement_input(self) -> list[Path]:
+        return [self.dir.agreement_path] if self.config["attribute"]["compare"] else []
+
+    def _failures_input(self) -> list[Path]:
+        """failures.json, as an input of what the failed seeds leave out, when there is one."""
+        return [self.dir.failures_path] if self.dir.failures_path.is_file() else []
 
     def _reduce(self) -> None:
         failed = self.failures()
@@ -263,31 +349,42 @@ class Run:
         if len(seeds) < 2:
             raise RunError(f"only {len(seeds)} seed(s) finished (failed: {sorted(failed)}); at least 2 are "
                            "needed for distributional statistics")
-        missing = [s for s in seeds if not self.dir.has_shard(s)]
+        missing = [s for s in seeds if not self.dir.shard_path(s).is_file()]
         if missing:
             raise RunError(f"no attribution for seeds {missing}; run `dtda attribute {self.dir.path}`")
         shards = [self.dir.read_shard(s) for s in seeds]
-        plan_names = Plan.build(self.config).names
-        samples = SeedSamples(torch.stack([m for m, _ in shards]), torch.stack([d for _, d in shards]),
-                              seeds, plan_names, f"unroll-{self.config['attribute']['mode']}",
-                              meta={"failed_seeds": sorted(failed)})
-        samples.save(self.dir.samples_path)  # atomic
+        plan = Plan.build(self.config)
+        m = torch.stack([m for m, _ in shards])
+        for i, method in enumerate(plan.methods):
+            samples = SeedSamples(m, torch.stack([d[method] for _, d in shards]), seeds, plan.names,
+                                  method_label(self.config["attribute"], method),
+                                  meta={"failed_seeds": sorted(failed)})
+            path = self.dir.samples_path if i == 0 else self.dir.compare_path(method)
+            samples.save(path)  # atomic
+            self.dir.commit([path], [self.dir.shard_path(s) for s in seeds] + self._failures_input())
 
     def statistics(self) -> None:
         """Stage 3: distributional statistics per measurement (bar over measurements) and summary.json."""
         from tqdm import tqdm
 
         from dtda.stats import distributional
+        from dtda.train.workers import torch_threads
 
-        if self.dir.summary_path.is_file() and self.stats_path.is_file():
+        self.attribute()
+        compare = self.config["attribute"]["compare"]
+        if self.dir.trusted(self.stats_path) and self.dir.trusted(self.dir.summary_path) \
+                and (not compare or self.dir.trusted(self.dir.agreement_path)):
             return
         samples = read_samples(self.dir.samples_path)
+        if compare:
+            self._agreement(samples, compare)
         s = self.config["statistics"]
         parts = []
         for q in tqdm(range(samples.Q), desc="statistics", unit="measurement", disable=self.quiet, file=sys.stderr):
             one = SeedSamples(samples.m[:, q:q + 1], samples.delta[:, :, q:q + 1], samples.seeds,
                               samples.names[q:q + 1], samples.method)
-            parts.append(distributional(one, bootstrap=s["bootstrap"], seed=s["seed"], ci=s["ci"]))
+            with torch_threads(self.config["train"]["threads"]):  # the same bits on every machine
+                parts.append(distributional(one, bootstrap=s["bootstrap"], seed=s["seed"], ci=s["ci"]))
         stats = {name: torch.cat([p.get(name) for p in parts], 1) for name in parts[0].statistics()}
         for name in parts[0].ci:
             stats[f"ci.{name}"] = torch.cat([p.ci[name] for p in parts], 2)
@@ -295,10 +392,29 @@ class Run:
             save_file({k: v.contiguous() for k, v in stats.items()}, str(tmp),
                       metadata={"dtda": json.dumps({"confidence": parts[0].confidence, "bootstrap": parts[0].bootstrap},
                                                 sort_keys=True)})
+        self.dir.commit([self.stats_path], [self.dir.samples_path])
         from dtda.report.summary import summarize
 
         labels = Plan.build(self.config).data.y_train.tolist()
-        self.dir.write_json(self.dir.summary_path, summarize(self.config, samples, stats, self.failures(), labels))
+        self.dir.write_json(self.dir.summary_path, summarize(self.config, samples, stats, self.failures(), labels),
+                            inputs=[self.dir.samples_path, self.stats_path] + self._failures_input())
+
+    def _agreement(self, samples: SeedSamples, compare: list[str]) -> None:
+        """``agreement.json``: per compared method and measurement, :func:`dtda.stats.agreement.agreement`
+        with the main method (NaN, for a constant side, written as null)."""
+        from dtda.stats.agreement import agreement
+
+        out = {}
+        for method in compare:
+            table = agreement(samples, read_samples(self.dir.compare_path(method)))
+            out[method] = {"method": method_label(self.config["attribute"], method), "measurements": samples.names,
+                           **{k: [None if v != v else v for v in col.tolist()] for k, col in table.items()}}
+        self.dir.write_json(self.dir.agreement_path, out, inputs=self._samples_paths())
+
+    def agreement(self) -> dict:
+        """The stored ``agreement.json`` ({} for a run without ``attribute.compare``)."""
+        path = self.dir.agreement_path
+        return self.dir.read_json(path) if self.config["attribute"]["compare"] and path.is_file() else {}
 
     @property
     def stats_path(self) -> Path:
@@ -308,18 +424,56 @@ class Run:
         """Stage 4: the report directory (always rewritten when ``force``)."""
         from dtda.report import write_report
 
-        if force or not (self.dir.report_dir / "index.html").is_file():
+        self.statistics()
+        if force or not self.dir.trusted_tree(self.dir.report_dir):
             samples = read_samples(self.dir.samples_path)
             stats = read_stats(self.stats_path)
             plan = Plan.build(self.config)
-            write_report(self.dir.report_dir, self.config, plan.data, samples, stats, self.failures())
+            write_report(self.dir.report_dir, self.config, plan.data, samples, stats, self.failures(),
+                         self.agreement())
+            self.dir.commit_tree(self.dir.report_dir, [self.dir.samples_path, self.stats_path]
+                                 + self._failures_input() + self._agreement_input())
         return self.dir.report_dir
+
+    def ensemble(self):
+        """The run's trained members (failed seeds left out) as an :class:`dtda.train.Ensemble`,
+        training any that are missing."""
+        from dtda.train import Ensemble, as_data, train_member
+
+        plan = Plan.build(self.config)
+        data = as_data((plan.data.X_train, plan.data.y_train), plan.recipe.dtype, plan.recipe.loss_name)
+        failed = self.failures()
+        seeds = [s for s in self.seeds if s not in failed]
+        for s in seeds:
+            self.dir.trusted(self.dir.member_path(s))  # a damaged member is removed, then retrained
+        members = [train_member(plan.recipe, data, s, store=self.dir.path) for s in seeds]
+        self.dir.commit([self.dir.member_path(s) for s in seeds])
+        return Ensemble(plan.recipe, data, members)
+
+    def diagnose(self, method: str = "exact", measurements: int = 2, seeds: int = 2) -> Path:
+        """``diagnose/``: unrolling against influence ``method`` at every recorded checkpoint of the
+        first ``seeds`` members, for the first ``measurements`` measurements (PAPER Fig. 3)."""
+        import importlib.util
+
+        from dtda.attribute import diagnose, method_options
+        from dtda.report.diagnosis import write_diagnosis
+
+        ensemble = self.ensemble()
+        ensemble.members = ensemble.members[:seeds]
+        a = self.config["attribute"]
+        options = {k: v for k, v in a["options"].items() if k in method_options()[method]}
+        result = diagnose(ensemble, Plan.build(self.config).measurement(measurements), method=method,
+                          damping=a["damping"], fisher=a["fisher"], modules=a["modules"] or None, **options)
+        plot = importlib.util.find_spec("matplotlib") is not None
+        if not plot:
+            _log("diagnose: matplotlib is not installed (pip install 'dtda[report]'); writing the table only")
+        out = write_diagnosis(self.dir.path / "diagnose", result, plot=plot)
+        self.dir.commit_tree(out, [self.dir.member_path(m.seed) for m in ensemble.members])
+        return out
 
     def all(self) -> Path:
         """Every stage in order, skipping finished work; returns the report directory."""
         t0 = time.perf_counter()
-        self.attribute()
-        self.statistics()
         out = self.report(force=False)
         _log(f"done in {time.perf_counter() - t0:.1f} s: {out / 'index.html'}")
         return out

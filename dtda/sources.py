@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dtda.train import checks
+
 
 @dataclass
 class TaskData:
@@ -92,6 +94,9 @@ def _csv(path: Path, target: str) -> tuple[np.ndarray, np.ndarray]:
                 values[r - 2, c] = float(cell)
             except ValueError:
                 raise DataError(f"{path}:{r}: column {header[c]!r} holds {cell!r}, expected a number") from None
+            if not math.isfinite(values[r - 2, c]):  # before standardisation spreads it to every row
+                raise DataError(f"{path}:{r}: column {header[c]!r} holds {cell!r}, expected a finite number; "
+                                "remove the row or impute the value")
     t = header.index(target)
     return np.delete(values, t, axis=1), values[:, t]
 
@@ -104,7 +109,23 @@ def _npz(path: Path, features: str, target: str) -> tuple[np.ndarray, np.ndarray
         X, y = z[features], z[target]
     if len(X) != len(y):
         raise DataError(f"{path}: {features!r} has {len(X)} rows but {target!r} has {len(y)}")
-    return X.reshape(len(X), -1).astype(np.float64), y.reshape(len(y))
+    X, y = X.reshape(len(X), -1), y.reshape(len(y))
+    for key, a in ((features, X), (target, y)):
+        _require_finite(a, f"{path}: {key!r}")
+    return X.astype(np.float64), y
+
+
+def _require_finite(a: np.ndarray, what: str) -> None:
+    """DataError naming the first NaN/Inf of ``a`` [N] or [N, D] (row, column), before any
+    statistics are computed from it (standardisation would spread it to every example)."""
+    if not np.issubdtype(a.dtype, np.number):
+        return
+    bad = ~np.isfinite(a)
+    if bad.any():
+        index = np.argwhere(bad)[0]
+        where = f"row {index[0]}" + (f", column {index[1]}" if a.ndim > 1 else "")
+        raise DataError(f"{what} holds {a[tuple(index)]} at {where} ({int(bad.sum())} non-finite value(s)); "
+                        "remove those rows or impute the values")
 
 
 def _task(task: str, y: np.ndarray, src: str) -> str:
@@ -167,7 +188,11 @@ def _from_function(spec: str, cfg: dict, dtype: torch.dtype) -> TaskData:
     """``module:function`` returning ``(model_factory, train, test)``; train/test are (X, y) or Datasets."""
     from dtda.config import import_callable
 
-    out = import_callable(spec)()
+    try:
+        out = import_callable(spec)()
+    except Exception as e:  # the user's function failed: one line naming it and its error
+        raise DataError(f"data.source {spec!r} raised {type(e).__name__}: {e}; fix the function "
+                        f"(call it in Python to see the traceback)") from e
     if not (isinstance(out, tuple) and len(out) == 3 and callable(out[0])):
         raise DataError(f"data.source {spec!r} must return (model_factory, train, test), got {type(out).__name__}")
     factory, train, test = out
@@ -177,6 +202,11 @@ def _from_function(spec: str, cfg: dict, dtype: torch.dtype) -> TaskData:
     task = cfg["task"] if cfg["task"] != "auto" else ("classification" if classification else "regression")
     if task == "classification":
         y_tr, y_te = y_tr.long(), y_te.long()
+        for part, y in (("train", y_tr), ("test", y_te)):
+            if len(y) and int(y.min()) < 0:
+                i = int((y < 0).nonzero()[0, 0])
+                raise DataError(f"{spec} {part}: class label {int(y[i])} at index {i} is negative; classes "
+                                "must be numbered 0, 1, ..., C − 1")
         n_out = int(max(y_tr.max(), y_te.max())) + 1
     else:
         y_tr, y_te = y_tr.to(dtype), y_te.to(dtype)
@@ -195,4 +225,8 @@ def _as_xy(part, what: str) -> tuple[Tensor, Tensor]:
         raise DataError(f"{what}: expected an (X, y) pair of tensors or a map-style Dataset, got {type(part).__name__}")
     if len(X) != len(y):
         raise DataError(f"{what}: X has {len(X)} rows but y has {len(y)}")
+    try:
+        checks.tensors(X, y, what)  # data on the meta device, NaN/Inf: before anything is trained
+    except ValueError as e:
+        raise DataError(str(e)) from None
     return X, y.reshape(len(y))

@@ -52,7 +52,7 @@ def setting(name: str, quick: bool):
 def measure_setting(name: str, quick: bool) -> dict:
     import dtda
     from dtda.evaluate import predictions, retrained_samples
-    from dtda.evaluate.rank import pearson
+    from dtda.stats.correlation import pearson
 
     t0 = time.perf_counter()
     recipe, train, measure, K = setting(name, quick)

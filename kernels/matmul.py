@@ -42,10 +42,13 @@ def _bmm_kernel(A, B, C, S, W, M, N, K, k_per_split,
         rk = k0 + tl.arange(0, BK)
         k_ok = rk < k_hi
         rk64 = rk.to(tl.int64)
+        if HAS_WEIGHT:
+            # k with w_k = 0 is not read in A or B: NaN/Inf under a zero mask stays out
+            w = tl.load(W + rk64 * sw, mask=k_ok, other=0.0).to(tl.float32)
+            k_ok = k_ok & (w != 0.0)
         x = tl.load(a_rows + rk64[None, :] * sak, mask=m_ok[:, None] & k_ok[None, :], other=0.0)
         y = tl.load(b_cols + rk64[:, None] * sbk, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
         if HAS_WEIGHT:
-            w = tl.load(W + rk64 * sw, mask=k_ok, other=0.0).to(tl.float32)
             x = x.to(tl.float32) * w[None, :]
         if SQUARE:
             x = x.to(tl.float32)
@@ -66,7 +69,8 @@ def bmm(a: torch.Tensor, b: torch.Tensor, *, scale: torch.Tensor | None = None,
     """``(f(a) @ f(b)) ∘ scale`` in float32, batched over a leading dimension.
 
     a: [Bt, M, K] or [M, K]; b: [Bt, K, N] or [K, N] (same rank as a); scale: [M, N] or None;
-    weight: [K] column weights of a, or None; square: square a and b elementwise first.
+    weight: [K] column weights of a, or None (k with weight 0 is not read in a or b: NaN or Inf
+    there stays out of the result); square: square a and b elementwise first.
     out: a float32 [Bt, M, N] (or [M, N]) tensor to write into; allocated if None.
     split: number of partial reductions (None: sized to the device; 1 on CPU).
     """

@@ -53,3 +53,14 @@ def test_summary_prints_the_tables(capsys):
     out = capsys.readouterr().out
     assert "ALL CHECKS PASSED" in out and report["failures"] == 0
     assert any(r["backend"] == "cuda" and r["vs_torch"] == 2.0 for r in report["timings"])
+
+
+def test_end_to_end_influence_check_runs_and_compares(monkeypatch):
+    from benchmarks import gpu_influence
+
+    result = gpu_influence.influence_check("cpu", seeds=2, n_train=200, epochs=1)
+    assert result["status"] == "PASS" and result["max_abs_err"] == 0.0  # the same device: the same bits
+    assert "PASS" in gpu_influence.describe(result)
+    monkeypatch.setattr(gpu_influence, "influence_check", lambda device: 1 / 0)
+    failed = gpu_check.end_to_end_influence("cpu")
+    assert failed["status"] == "FAIL" and "ZeroDivisionError" in failed["detail"]

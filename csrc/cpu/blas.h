@@ -4,8 +4,28 @@
 #pragma once
 #include <cblas.h>
 #include <cstdint>
+#include <initializer_list>
+#include <stdexcept>
+#include <string>
+#include <utility>
 
 namespace dtda::cpu::blas {
+
+// The largest size (dimension or leading stride) this OpenBLAS takes: its blasint is 32-bit.
+constexpr int64_t kMaxSize = 2147483647;
+
+// A larger size would be rejected inside OpenBLAS, which only prints to stderr (its cblas calls
+// return nothing) and leaves the output unwritten. Each kernel passes the extents that reach its
+// BLAS calls here at entry, before any OpenMP region (an exception must not leave one).
+inline void check_sizes(const char* op, std::initializer_list<std::pair<const char*, int64_t>> sizes) {
+  for (const auto& [name, value] : sizes) {
+    if (value > kMaxSize) {
+      throw std::invalid_argument(std::string(op) + ": " + name + " = " + std::to_string(value) +
+                                  " exceeds 2^31 - 1, the largest size the CPU kernel's 32-bit OpenBLAS "
+                                  "takes; run this call on the torch backend");
+    }
+  }
+}
 
 // Row-major C[m,n] = alpha * op(A) op(B) + beta * C, op = transpose when trans_* is true.
 // lda/ldb/ldc are the row strides of A, B, C as stored (before transposition).

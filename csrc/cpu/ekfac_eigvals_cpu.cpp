@@ -123,6 +123,7 @@ void bind_ekfac_eigvals(py::module_& m) {
       "ekfac_eigvals",
       [](std::uintptr_t a, std::uintptr_t g, std::uintptr_t QA, std::uintptr_t QS, std::uintptr_t out,
          int64_t N, int64_t T, int64_t I, int64_t O, int dtype, int threads) {
+        blas::check_sizes("ekfac_eigvals", {{"T", T}, {"I", I}, {"O", O}});
         with_float_type(dtype, "ekfac_eigvals", [&](auto zero) {
           using F = decltype(zero);
           ekfac_eigvals(as_ptr<const F>(a), as_ptr<const F>(g), as_ptr<const F>(QA), as_ptr<const F>(QS),

@@ -213,6 +213,7 @@ void bind_ghost(py::module_& m) {
       "ghost_dot",
       [](std::uintptr_t a, std::uintptr_t g, std::uintptr_t M, std::uintptr_t out, int64_t N,
          int64_t T, int64_t I, int64_t O, int64_t Q, int dtype, int threads) {
+        blas::check_sizes("ghost_dot", {{"T", T}, {"I", I}, {"O", O}, {"O*I", O * I}});
         with_float_type(dtype, "ghost_dot", [&](auto zero) {
           using F = decltype(zero);
           ghost_dot_any(as_ptr<const F>(a), as_ptr<const F>(g), as_ptr<const F>(M),
@@ -228,6 +229,7 @@ void bind_ghost(py::module_& m) {
       [](std::uintptr_t a_q, std::uintptr_t g_q, std::uintptr_t a, std::uintptr_t g,
          std::uintptr_t out, int64_t Q, int64_t S, int64_t N, int64_t T, int64_t I, int64_t O,
          int dtype, int threads) {
+        blas::check_sizes("ghost_pairwise", {{"S", S}, {"T", T}, {"I", I}, {"O", O}});
         with_float_type(dtype, "ghost_pairwise", [&](auto zero) {
           using F = decltype(zero);
           ghost_pairwise_any(as_ptr<const F>(a_q), as_ptr<const F>(g_q), as_ptr<const F>(a),

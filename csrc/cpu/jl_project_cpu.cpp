@@ -128,6 +128,7 @@ void jl_project(std::uintptr_t x, std::uintptr_t y, int64_t N, int64_t P, int64_
     throw std::invalid_argument("jl_project: need N, P >= 0 and k >= 1, got N=" + std::to_string(N) +
                                 ", P=" + std::to_string(P) + ", k=" + std::to_string(k));
   }
+  blas::check_sizes("jl_project", {{"N", N}, {"P", P}, {"k", k}});
   const Kind kind = kind_from_name(kind_name);
   num_threads = std::max(1, num_threads);
   if (dt == DType::Float32) {

@@ -78,6 +78,7 @@ void bind_kron_apply(py::module_& m) {
       "kron_apply",
       [](std::uintptr_t V, std::uintptr_t QA, std::uintptr_t QS, std::uintptr_t scale, std::uintptr_t out,
          int64_t Q, int64_t O, int64_t I, int dtype, int threads) {
+        blas::check_sizes("kron_apply", {{"I", I}, {"O", O}});
         with_float_type(dtype, "kron_apply", [&](auto zero) {
           using F = decltype(zero);
           kron_apply(as_ptr<const F>(V), as_ptr<const F>(QA), as_ptr<const F>(QS), as_ptr<const F>(scale),

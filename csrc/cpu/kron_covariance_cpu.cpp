@@ -3,7 +3,8 @@
 // Without a mask this is one symmetric rank-k update (syrk, half the FLOPs of a GEMM). With a
 // mask the weighted rows are gathered in blocks: zero weights are skipped, and a row with weight
 // w is copied as √|w| x_r into a block that syrk adds with sign(w), so negative float weights stay
-// exact up to rounding and bool masks copy rows unscaled. syrk writes the upper triangle; the
+// exact up to rounding and bool masks copy rows unscaled. Rows with weight 0 (or false) are never
+// read, so NaN or Inf in masked positions does not reach C; a NaN weight makes C NaN. syrk writes the upper triangle; the
 // lower one is mirrored at the end. Rows are split over OpenMP threads with private accumulators
 // and single-threaded BLAS (OpenBLAS's own threads stall badly on a busy machine).
 #include <pybind11/pybind11.h>
@@ -75,6 +76,8 @@ const int w = thread_id();
           pos.add(x + r * D, std::sqrt(weight[r]));
         } else if (weight[r] < 0) {
           neg.add(x + r * D, std::sqrt(-weight[r]));
+        } else if (std::isnan(weight[r])) {
+          pos.add(x + r * D, weight[r]);  // a NaN weight is not zero: it propagates, as in the reference
         }
       }
       pos.flush();
@@ -100,6 +103,7 @@ void bind_kron_covariance(py::module_& m) {
         if (mask_kind < 0 || mask_kind > 2)
           throw std::invalid_argument("kron_covariance: mask_kind must be 0 (none), 1 (bool) or 2 (weights), got " +
                                       std::to_string(mask_kind));
+        blas::check_sizes("kron_covariance", {{"D", D}});
         with_float_type(dtype, "kron_covariance", [&](auto zero) {
           using F = decltype(zero);
           kron_covariance(as_ptr<const F>(x), Mask(mask_kind), reinterpret_cast<const void*>(mask), as_ptr<F>(out),

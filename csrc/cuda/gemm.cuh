@@ -39,13 +39,15 @@ template <typename Acc>
 using Slice = Acc[kDepth][kTile + 1];
 
 // X(b, i, k) = p[b·sb + i·si + k·sk] as Acc (squared if `square`, times weight[b·swb + k] if
-// `weight`), zero outside i < extent and k < kend.
+// `weight`), zero outside i < extent and k < kend. Where `gate` (or `weight`) is 0 at k the
+// element is not read but taken as 0, so garbage (NaN, Inf) under a zero mask stays out.
 template <typename T, typename Acc>
 struct Strided {
   const T* p;
   int64_t sb, si, sk;
   int64_t extent;
   const Acc* weight = nullptr;
+  const Acc* gate = nullptr;  // rows k with gate[b·swb + k] == 0 are not read (indexed like weight)
   int64_t swb = 0;
   bool square = false;
 
@@ -58,7 +60,8 @@ struct Strided {
       const int kk = k_fast ? idx % kDepth : idx / kTile;
       const int64_t i = i0 + ii, k = k0 + kk;
       Acc v = Acc(0);
-      if (i < extent && k < kend) {
+      if (i < extent && k < kend && (gate == nullptr || gate[b * swb + k] != Acc(0)) &&
+          (weight == nullptr || weight[b * swb + k] != Acc(0))) {
         v = to_acc<Acc>(p[b * sb + i * si + k * sk]);
         if (square) v *= v;
         if (weight != nullptr) v *= weight[b * swb + k];

@@ -33,7 +33,9 @@ void run(std::uintptr_t x, std::uintptr_t mask, std::uintptr_t out, std::uintptr
   const Plan p = plan<Acc>(rows, D, device);
   check_workspace(kOp, workspace_size, p.workspace);
   // A(m, r) = x[r, m] and B(n, r) = w_r x[r, n]: the contiguous index is i, so loads walk D.
-  const gemm::Strided<T, Acc> a{as_ptr<const T>(x), 0, 1, D, D};
+  // Both operands skip rows with w_r = 0 (masked positions are not read, NaN there stays out).
+  gemm::Strided<T, Acc> a{as_ptr<const T>(x), 0, 1, D, D};
+  a.gate = as_ptr<const Acc>(mask);  // null: every row read
   gemm::Strided<T, Acc> b = a;
   b.weight = as_ptr<const Acc>(mask);  // null: all ones
   gemm::Shape shape{D, D, rows};

@@ -16,7 +16,8 @@ from torch.func import jvp, vmap
 
 from dtda.attribute.reverse import measurement_gradient
 from dtda.train.data import Data
-from dtda.train.member import Member
+from dtda.train.lockstep import Replayer, unstack
+from dtda.train.record import Member
 from dtda.train.optim import Params
 from dtda.train.step import Step
 
@@ -45,27 +46,35 @@ def group_directions(groups, n: int, dtype: torch.dtype) -> Tensor:
 
 def forward(step: Step, data: Data, member: Member, measure, groups,
             chunk_size: int | None = None) -> ForwardResult:
-    """Forward-mode UD of one member for ``groups`` (lists of example indices)."""
+    """Forward-mode UD of one member for ``groups`` (lists of example indices). The states are
+    replayed as the member was trained (:class:`dtda.train.lockstep.Replayer`: in its group's
+    lockstep if it was trained in one)."""
     rec = member.record
     n, dtype = len(data), step.recipe.dtype
     weights = member.weights(n, dtype)
     u = group_directions(groups, n, dtype)
     G = u.shape[0]
+    group = rec.group
+    replayer = Replayer(step.recipe, data, [member if s == member.seed else None for s in group]
+                        if group is not None else [member])
+    position = group.index(member.seed) if group is not None else 0
+    m, grad_m = measurement_gradient(step, measure, member.params)  # before the sweep: checks m
     params, state = rec.checkpoints[0]
     rho = {k: p.new_zeros((G,) + p.shape) for k, p in params.items()}
     rho_state = {slot: {k: v.new_zeros((G,) + v.shape) for k, v in vals.items()}
                  for slot, vals in state.items()}
-    for t, idx in enumerate(rec.batches):
-        x, y, w = data.X[idx], data.y[idx], weights[idx]
+    for start, stop in zip(replayer.marks[:-1], replayer.marks[1:]):
+        for t, (params, state) in enumerate(replayer.segment(start, stop), start):
+            params, state = unstack(params, position), unstack(state, position)
+            idx = rec.batches[t]
+            x, y, w = data.X[idx], data.y[idx], weights[idx]
 
-        def tangent(tp, ts, tw, params=params, state=state, x=x, y=y, w=w, t=t):
-            def phi(p, s, wb):
-                p2, s2, _ = step.phi(p, s, x, y, wb, t)
-                return p2, s2
-            return jvp(phi, (params, state, w), (tp, ts, tw))[1]
+            def tangent(tp, ts, tw, params=params, state=state, x=x, y=y, w=w, t=t):
+                def phi(p, s, wb):
+                    p2, s2, _ = step.phi(p, s, x, y, wb, t)
+                    return p2, s2
+                return jvp(phi, (params, state, w), (tp, ts, tw))[1]
 
-        rho, rho_state = vmap(tangent, randomness="same", chunk_size=chunk_size)(rho, rho_state, u[:, idx])
-        params, state, _ = step(params, state, x, y, w, t)
-    m, grad_m = measurement_gradient(step, measure, params)
+            rho, rho_state = vmap(tangent, randomness="same", chunk_size=chunk_size)(rho, rho_state, u[:, idx])
     delta = sum(grad_m[k].reshape(m.shape[0], -1) @ rho[k].reshape(G, -1).T for k in rho).T
     return ForwardResult(m, delta.contiguous(), rho)

@@ -4,7 +4,9 @@ State s_t = (θ_t, optimiser state), s_{t+1} = Φ_t(s_t, w_{B_t}). The adjoint �
 starts at λ_T = (∇m(θ_T), 0) and obeys λ_t = (∂Φ_t/∂s_t)ᵀλ_{t+1}; the weights' cotangent gives
 δ(n) −= [(∂Φ_t/∂w_{B_t})ᵀλ_{t+1}]_n (with multiplicity for repeated indices). Q measurements
 carry Q adjoints, vmapped. States are recomputed from checkpoints one segment at a time, so
-memory is O((T/C + C)·|s|·Q).
+memory is O((T/C + C)·|s|·Q). K members (seeds) are swept together: their states are replayed
+as they were trained (in lockstep for a training group, :mod:`dtda.train.lockstep`) and their
+K × Q adjoints advance step by step in the same sweep.
 
 Four routes give the same numbers (to rounding):
 
@@ -19,7 +21,8 @@ Four routes give the same numbers (to rounding):
   ∇_wσ (PAPER §3.4 "batch scores"); any model.
 - ``mlp``: as ``ghost``, but H_t λ_d and the scores come from hand-derived batched R-operator
   passes (:mod:`dtda.attribute.mlp`); needs a chain of Linear layers, elementwise activations
-  and Dropout with the cross-entropy or mse loss.
+  and Dropout with the cross-entropy or mse loss. The forward/backward pass and the optimiser's
+  adjoint run for the K members at once.
 - ``auto``: ``mlp`` where it applies, else ``ghost`` when every parameter is in an
   ``nn.Linear``, else ``double-backward``.
 """
@@ -31,9 +34,12 @@ from torch import Tensor
 from torch.func import vjp, vmap
 
 from dtda.attribute import ghost, mlp
+from dtda.train import chain
 from dtda.train.data import Data
-from dtda.train.member import Member, replay
+from dtda.train.lockstep import Replayer, stack, unstack
 from dtda.train.optim import Params, State
+from dtda.train.recipe import Recipe
+from dtda.train.record import Member
 from dtda.train.step import Step
 
 ROUTES = ("auto", "generic", "mlp", "ghost", "double-backward")
@@ -61,18 +67,32 @@ def _eager(step: Step, params: Params, state: State, x, y, w, t, lam, chunk_size
     return ({k: lp[k] + hu[k] for k in lp}, ls), lw
 
 
-def _mlp(step: Step, params: Params, state: State, x, y, w, t, lam, chunk_size, nodes, scratch):
-    """The ``mlp`` route: hand-derived batched R-operator passes (:mod:`dtda.attribute.mlp`).
-    Consumes ``lam``: the optimiser's adjoint runs in place (in ``scratch``) and H_t λ_d is
-    accumulated in place into the θ-adjoint."""
-    fb = mlp.forward_backward(nodes, step, params, x, y, w, t)
-    lp, ls, ld = step.update_adjoint(params, state, fb.grads, t, *lam, scratch)
-    q = next(iter(ld.values())).shape[0]
+def _mlp(steps: list[Step], params: Params, state: State, x, y, w, t, lam, chunk_size, nodes, scratch):
+    """The ``mlp`` route for K members at once (stacked states [K, ...], inputs [K, B, ...],
+    adjoints [K, Q, ...]): one batched forward/backward pass (:func:`dtda.train.chain.forward_backward`),
+    the optimiser's adjoint on the stacks, then each member's hand-derived R-operator passes
+    (:mod:`dtda.attribute.mlp`). Consumes ``lam``: the optimiser's adjoint runs in place (in
+    ``scratch``) and H_t λ_d is accumulated in place into the θ-adjoint. Returns scores [K, Q, B]."""
+    recipe = steps[0].recipe
+    lam_wd = chain.decay(recipe.optimizer)
+    gens = [torch.Generator().manual_seed(s.dropout_seed(t)) for s in steps] if steps[0].stochastic else None
+    fb = chain.forward_backward(nodes, params, x, y, w, recipe.loss_name, lam_wd, gens)
+    lp, ls, ld = recipe.optimizer.adjoint(_per_direction(params), _per_direction(state), _per_direction(fb.grads),
+                                          steps[0].lr(t), t, *lam, scratch)
+    q = next(iter(ld.values())).shape[1]
     chunk = chunk_size or q
-    scores = [mlp.hvp_and_scores(nodes, step, params, fb, {k: v[lo:lo + chunk] for k, v in ld.items()},
-                                 {k: v[lo:lo + chunk] for k, v in lp.items()})
-              for lo in range(0, q, chunk)]
-    return (lp, ls), torch.cat(scores) / w.shape[0]
+    scores = torch.stack([
+        torch.cat([mlp.hvp_and_scores(nodes, recipe.loss_name, lam_wd, unstack(params, k), mlp.member_pass(fb, k),
+                                      {n: v[k, lo:lo + chunk] for n, v in ld.items()},
+                                      {n: v[k, lo:lo + chunk] for n, v in lp.items()})
+                   for lo in range(0, q, chunk)])
+        for k in range(len(steps))])
+    return (lp, ls), scores / x.shape[1]
+
+
+def _per_direction(d: dict) -> dict:
+    """[K, *shape] -> [K, 1, *shape] views, to broadcast against adjoints [K, Q, *shape]."""
+    return {k: _per_direction(v) if isinstance(v, dict) else v.unsqueeze(1) for k, v in d.items()}
 
 
 def choose_route(route: str, step: Step, params: Params, input_dim: int = 2):
@@ -83,7 +103,7 @@ def choose_route(route: str, step: Step, params: Params, input_dim: int = 2):
     if route == "generic":
         return _generic, None
     if route in ("mlp", "auto"):
-        nodes = mlp.plan(step.module, list(params), step.recipe.loss_name) if input_dim == 2 else None
+        nodes = chain.plan(step.module, list(params), step.recipe.loss_name) if input_dim == 2 else None
         if nodes is not None:
             return _mlp, nodes
         if route == "mlp":
@@ -100,37 +120,56 @@ def choose_route(route: str, step: Step, params: Params, input_dim: int = 2):
 
 
 def measurement_gradient(step: Step, measure, params: Params) -> tuple[Tensor, Params]:
-    """(m(θ) [Q], ∇m(θ) as name -> [Q, *shape])."""
+    """(m(θ) [Q], ∇m(θ) as name -> [Q, *shape]); ValueError first if m has no gradient path to
+    θ (a detached or non-differentiable measurement would make every δ 0)."""
     def f(p):
         return measure.functional(p, step.buffers, step.module)
 
+    measure.require_gradient_path(params, step.buffers, step.module)
     m = f(params).detach()
     return m, torch.func.jacrev(f)(params)
 
 
-def reverse(step: Step, data: Data, member: Member, measure, route: str = "auto",
+def reverse(recipe: Recipe, data: Data, slots: list[Member | None], measure, route: str = "auto",
             chunk_size: int | None = None) -> tuple[Tensor, Tensor]:
-    """(m(θ_T) [Q], δ [N, Q]) for one member, δ(n) = −∂m(θ_T)/∂w_n."""
-    rec = member.record
-    n = len(data)
-    weights = member.weights(n, step.recipe.dtype)
-    m, grad_m = measurement_gradient(step, measure, member.params)
-    grad_m = {k: g.contiguous() for k, g in grad_m.items()}  # updated in place by the sweep
-    final_state = rec.checkpoints[rec.steps][1]
-    q = m.shape[0]
-    lam = (grad_m, {slot: {k: v.new_zeros((q,) + v.shape) for k, v in vals.items()}
-                    for slot, vals in final_state.items()})
-    engine, layers = choose_route(route, step, member.params, data.X.dim())
-    delta = torch.zeros(n, q, dtype=m.dtype)
-    scratch: dict = {}  # the optimiser adjoint's buffers, reused by every step
-    marks = sorted(rec.checkpoints)
-    for start, stop in reversed(list(zip(marks[:-1], marks[1:]))):
-        states = replay(step, data, member, start, stop, weights)
+    """(m(θ_T) [K, Q], δ [K, N, Q]) for K members swept together, δ(n) = −∂m(θ_T)/∂w_n.
+
+    ``slots``: what :class:`dtda.train.lockstep.Replayer` takes (members trained alone, or one
+    training group in slot order with None for absent members, whose rows are then filler). The
+    states are replayed as they were trained; the adjoints of all K members advance together,
+    in one batched pass per step on the ``mlp`` route and member by member on the others.
+    """
+    replayer = Replayer(recipe, data, slots)
+    members = replayer.slots
+    n, K = len(data), len(members)
+    steps = [Step(recipe, recipe.build(m.seed), m.seed, replayer.T) for m in members]
+    first = members[0].params
+    engine, static = choose_route(route, steps[0], first, data.X.dim())
+    ms, grads = zip(*(measurement_gradient(s, measure, m.params) for s, m in zip(steps, members)))
+    q = ms[0].shape[0]
+    final_state = members[0].record.checkpoints[replayer.T][1]
+    lam = (stack(grads), {slot: {k: v.new_zeros((K, q) + v.shape) for k, v in vals.items()}
+                          for slot, vals in final_state.items()})  # updated in place by the sweep
+    if engine is not _mlp:
+        lam = [(unstack(lam[0], k), unstack(lam[1], k)) for k in range(K)]
+    delta = torch.zeros(K, n, q, dtype=ms[0].dtype)
+    scratch = [{} for _ in range(K)]  # the optimiser adjoint's buffers, reused by every step
+    for start, stop in reversed(list(zip(replayer.marks[:-1], replayer.marks[1:]))):
+        states = replayer.segment(start, stop)
         for t in range(stop - 1, start - 1, -1):
             params, state = states[t - start]
-            idx = rec.batches[t]
-            lam, lw = engine(step, params, state, data.X[idx], data.y[idx], weights[idx], t, lam,
-                             chunk_size, layers, scratch)
-            delta.index_add_(0, idx, lw.T, alpha=-1.0)
+            idx = replayer.batch(t)
+            x, y, w = data.X[idx], data.y[idx], replayer.weights[idx]
+            if engine is _mlp:
+                lam, lw = _mlp(steps, params, state, x, y, w, t, lam, chunk_size, static, scratch[0])
+            else:
+                lws = []
+                for k in range(K):
+                    lam[k], lw_k = engine(steps[k], unstack(params, k), unstack(state, k), x[k], y[k], w[k], t,
+                                          lam[k], chunk_size, static, scratch[k])
+                    lws.append(lw_k)
+                lw = torch.stack(lws)
+            for k in range(K):
+                delta[k].index_add_(0, idx[k], lw[k].T, alpha=-1.0)
         del states
-    return m, delta
+    return torch.stack(ms), delta

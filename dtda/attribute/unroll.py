@@ -10,7 +10,8 @@ from dtda.attribute.reverse import reverse
 from dtda.measure import as_measurement
 from dtda.samples import SeedSamples
 from dtda.train.data import as_data
-from dtda.train.member import Member
+from dtda.train.lockstep import default_group_size, groups_of, sweeps
+from dtda.train.record import Member
 from dtda.train.recipe import Recipe
 from dtda.train.step import Step
 
@@ -33,6 +34,12 @@ def _check_groups(groups, n: int) -> list[list[int]] | None:
 
 def _step(recipe: Recipe, member: Member) -> Step:
     return Step(recipe, recipe.build(member.seed), member.seed, member.record.steps)
+
+
+def _slots(member: Member) -> list[Member | None]:
+    """``member`` in its training group's slot (the others absent), or alone."""
+    group = member.record.group
+    return [member if s == member.seed else None for s in group] if group is not None else [member]
 
 
 def forward_member(recipe: Recipe, data, member: Member, measure, groups,
@@ -65,10 +72,36 @@ def unroll_member(recipe: Recipe, data, member: Member, measure, mode: str = "re
                              "single example use mode='reverse'")
         result = forward(_step(recipe, member), data, member, measure, groups, chunk_size)
         return result.m, result.delta
-    m, delta = reverse(_step(recipe, member), data, member, measure, route, chunk_size)
-    if groups is not None:
-        delta = torch.stack([delta[g].sum(0) for g in groups])
-    return m, delta
+    slots = _slots(member)
+    m, delta = reverse(recipe, data, slots, measure, route, chunk_size)
+    slot = next(k for k, s in enumerate(slots) if s is member)
+    return m[slot], _sum_groups(delta[slot], groups)
+
+
+def _sum_groups(delta: Tensor, groups: list[list[int]] | None) -> Tensor:
+    return delta if groups is None else torch.stack([delta[g].sum(0) for g in groups])
+
+
+def unroll_group(recipe: Recipe, data, members: list[Member], measure, mode: str = "reverse", groups=None,
+                 route: str = "auto", chunk_size: int | None = None) -> list[tuple[Tensor, Tensor]]:
+    """:func:`unroll_member` for several members, in order; in reverse mode the members of one
+    training group (:func:`dtda.train.lockstep.train_group`), and the members trained alone, are
+    each swept together: their K × Q adjoints advance in one pass per step. Forward mode runs
+    member by member."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "forward":
+        return [unroll_member(recipe, data, m, measure, mode, groups, route, chunk_size) for m in members]
+    data = as_data(data, recipe.dtype, recipe.loss_name)
+    groups = _check_groups(groups, len(data))
+    measure = as_measurement(measure)
+    out: dict[int, tuple[Tensor, Tensor]] = {}
+    for slots in sweeps(members):
+        m, delta = reverse(recipe, data, slots, measure, route, chunk_size)
+        for k, member in enumerate(slots):
+            if member is not None:
+                out[member.seed] = m[k], _sum_groups(delta[k], groups)
+    return [out[m.seed] for m in members]
 
 
 def unroll(ensemble, measure, mode: str = "reverse", groups=None, route: str = "auto",
@@ -79,11 +112,18 @@ def unroll(ensemble, measure, mode: str = "reverse", groups=None, route: str = "
     the measurement names and method "unroll-reverse" / "unroll-forward".
     """
     measure = as_measurement(measure)
-    ms, deltas = [], []
-    for member in ensemble.members:
-        m, d = unroll_member(ensemble.recipe, ensemble.data, member, measure, mode, groups, route, chunk_size)
-        ms.append(m)
-        deltas.append(d)
+    alone = [m for m in ensemble.members if m.record.group is None]
+    size = default_group_size(sum(p.numel() for p in ensemble.members[0].params.values()), len(alone))
+    # members trained alone are swept together in groups of a size their memory allows
+    grouped = [m for m in ensemble.members if m.record.group is not None]
+    batches = ([grouped] if grouped else []) + [list(g) for g in groups_of(alone, size)]
+    results = {}
+    for batch in batches:
+        for member, r in zip(batch, unroll_group(ensemble.recipe, ensemble.data, batch, measure, mode, groups,
+                                                 route, chunk_size)):
+            results[member.seed] = r
+    ms = [results[s][0] for s in ensemble.seeds]
+    deltas = [results[s][1] for s in ensemble.seeds]
     m = torch.stack(ms)
     meta = {"recipe": ensemble.recipe.describe(), "mode": mode, "route": route if mode == "reverse" else None,
             "N": len(ensemble.data)}

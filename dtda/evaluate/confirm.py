@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from dtda.evaluate.rank import pearson
+from dtda.stats.correlation import pearson
 from dtda.evaluate.removal import Removal
 from dtda.evaluate.retrain import check_mode, coupled_seeds, open_cache, retrained_samples
 from dtda.measure import as_measurement

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from dtda.evaluate.rank import bootstrap_mean, spearman, spearman_brown
+from dtda.evaluate.rank import bootstrap_mean, spearman_brown
+from dtda.stats.correlation import spearman
 from dtda.evaluate.retrain import check_mode, coupled_seeds, retrained_samples
 from dtda.samples import SeedSamples
 from dtda.stats import point_statistics, quantile_key

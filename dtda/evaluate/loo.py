@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from dtda.evaluate.lds import effect_statistic, ensemble_sizes
-from dtda.evaluate.rank import pearson
+from dtda.stats.correlation import pearson
 from dtda.evaluate.retrain import coupled_seeds, retrained_samples
 from dtda.samples import SeedSamples
 

@@ -61,6 +61,7 @@ def _(x, mask):
 
 def _kron_covariance_backward(ctx, grad):
     x, mask = _restore_inputs(ctx)
+    x = reference.unmasked(x, mask)  # masked positions are not read: their gradient is 0
     sym = (grad + grad.T).to(x.dtype)
     weight = None if mask is None else mask.to(x.dtype).unsqueeze(-1)
     grad_x = x @ sym if weight is None else weight * (x @ sym)

@@ -26,12 +26,23 @@ def _acc(t: Tensor) -> Tensor:
     return t.to(result_dtype(t.dtype))
 
 
+def unmasked(x: Tensor, mask: Tensor | None) -> Tensor:
+    """x [N, T, D] with every position whose mask [N, T] is False or 0 set to 0.
+
+    The mask contract of :func:`kron_covariance`: masked positions are not read, so padding
+    garbage there (NaN, Inf) never reaches a result or a gradient. A non-zero weight, NaN
+    included, is read as usual (NaN then propagates).
+    """
+    return x if mask is None else x.masked_fill((mask == 0).unsqueeze(-1), 0)
+
+
 def kron_covariance(x: Tensor, mask: Tensor | None) -> Tensor:
     """``C = Σ_{n,t} mask_nt x_nt x_ntᵀ`` (the K-FAC factors A and S, uncentred, unnormalised).
 
     x: [N, T, D]; mask: [N, T] (bool or float weights) or None (all ones). Returns [D, D].
+    Positions with mask False or 0 are not read (:func:`unmasked`).
     """
-    x = _acc(x)
+    x = unmasked(_acc(x), mask)
     w = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device) if mask is None else mask.to(x.dtype)
     return torch.einsum("nt,ntd,nte->de", w, x, x)
 
@@ -143,6 +154,8 @@ def jl_project(x: Tensor, k: int, seed: int, kind: str) -> Tensor:
     x: [N, P]. Returns [N, k]. E⟨Y_n, Y_m⟩ = ⟨x_n, x_m⟩.
     """
     x = _acc(x)
+    if x.numel() == 0:  # nothing to project: no R (P·k entries, however large k is)
+        return x.new_zeros((x.shape[0], k))
     R = jl_matrix(x.shape[1], k, seed, kind, dtype=x.dtype, device=x.device)
     return (x @ R) / math.sqrt(k)
 

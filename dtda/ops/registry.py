@@ -22,7 +22,6 @@ from typing import Callable, Iterator
 import torch
 
 ALL_FLOATS = frozenset({torch.float32, torch.float64, torch.float16, torch.bfloat16})
-NATIVE_CPU_FLOATS = frozenset({torch.float32, torch.float64})
 
 OPS = ("kron_covariance", "ghost_dot", "ghost_pairwise", "ekfac_eigvals", "kron_apply",
        "jl_project", "seed_moments")

@@ -19,7 +19,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _naming(e, path) from e
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -27,9 +30,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        raise _naming(e, path) from e
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """The same OSError (errno, message) naming the file being written, not its temporary."""
+    return type(error)(error.errno, error.strerror or str(error), str(path))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from dtda.train import checks
+
 
 @dataclass(frozen=True)
 class Data:
@@ -22,8 +24,11 @@ class Data:
 def as_data(train, dtype: torch.dtype, loss_name: str | None = None) -> Data:
     """``train`` as :class:`Data`: an ``(X, y)`` pair of tensors or a map-style Dataset of (x, y).
 
-    Floating inputs are cast to ``dtype``; targets become int64 for cross-entropy and ``dtype``
-    for mse (other losses keep integer targets and cast floating ones to ``dtype``).
+    Floating inputs are cast to ``dtype``; integer inputs are kept (index inputs such as
+    ``nn.Embedding`` need them; a model that cannot take them is reported by
+    :func:`dtda.train.checks.first_batch`). Targets become int64 for cross-entropy and ``dtype``
+    for mse (other losses keep integer targets and cast floating ones to ``dtype``). X and y must
+    hold data (not the meta device) and finite values: ValueError naming the first bad entry.
     """
     if isinstance(train, Data):
         X, y = train.X, train.y
@@ -44,6 +49,7 @@ def as_data(train, dtype: torch.dtype, loss_name: str | None = None) -> Data:
     if X.shape[0] != y.shape[0] or X.shape[0] == 0:
         raise ValueError(f"train: X and y must have the same non-zero length, got X {tuple(X.shape)} "
                          f"and y {tuple(y.shape)}")
+    checks.tensors(X, y, "train")
     if torch.is_floating_point(X):
         X = X.to(dtype)
     if loss_name == "cross_entropy":

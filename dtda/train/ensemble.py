@@ -8,7 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from dtda.train.data import Data, as_data
-from dtda.train.member import Member, Record, load_trained, train_member
+from dtda.train.lockstep import default_group_size, groups_of, train_group
+from dtda.train.member import Member, Record, load_trained
 from dtda.train.recipe import Recipe
 from dtda.train.seeds import check_seeds
 
@@ -43,26 +44,40 @@ class Ensemble:
         return f"Ensemble(K={len(self)}, N={len(self.data)}, seeds={self.seeds})"
 
 
-def train_ensemble(recipe: Recipe, train, seeds, store: str | Path | None = None) -> Ensemble:
+def _in_groups(recipe: Recipe, data: Data, seeds, store, weights, group_size: int | None) -> list[Member]:
+    """Members ``seeds`` trained in consecutive groups of ``group_size`` (None: :func:`default_group_size`)."""
+    ids = check_seeds(seeds)
+    if group_size is None:
+        group_size = default_group_size(sum(p.numel() for p in recipe.build(ids[0]).parameters()), len(ids))
+    elif isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+        raise ValueError(f"group_size must be a positive int (seeds trained in lockstep) or None, got {group_size!r}")
+    return [m for g in groups_of(ids, group_size) for m in train_group(recipe, data, g, store, weights)]
+
+
+def train_ensemble(recipe: Recipe, train, seeds, store: str | Path | None = None,
+                   group_size: int | None = None) -> Ensemble:
     """Train one member per seed (``seeds``: an int K for 0..K−1, or a list of ids).
 
+    Consecutive ``group_size`` seeds train in lockstep as one batched computation
+    (:func:`dtda.train.train_group`; None: :func:`dtda.train.lockstep.default_group_size`).
     With ``store`` (a directory), members stored there for the same recipe and data are loaded
     instead of retrained, and new ones are saved, so an interrupted run resumes.
     """
     if not isinstance(recipe, Recipe):
         raise TypeError(f"recipe must be a dtda.Recipe, got {type(recipe).__name__}")
     data = as_data(train, recipe.dtype, recipe.loss_name)
-    return Ensemble(recipe, data, [train_member(recipe, data, s, store) for s in check_seeds(seeds)])
+    return Ensemble(recipe, data, _in_groups(recipe, data, seeds, store, None, group_size))
 
 
 def retrain(recipe: Recipe, train, seeds, weights: Tensor | None = None,
-            remove=None) -> Ensemble:
+            remove=None, group_size: int | None = None) -> Ensemble:
     """Retrain with the same seed streams (coupled samples) and changed per-example weights.
 
     Masked removal (PAPER §1, §8.1): the initialisation, batch sequence and dropout draws are those
     of the full-data run; a removed example keeps its place in every batch with weight 0, and the
     normaliser |B_t| is unchanged. ``weights`` [N] may be fractional (e.g. 1 ± h for finite
     differences); ``remove`` (indices) sets those weights to 0 (on top of ``weights`` if given).
+    ``group_size``: as in :func:`train_ensemble`.
     """
     if not isinstance(recipe, Recipe):
         raise TypeError(f"recipe must be a dtda.Recipe, got {type(recipe).__name__}")
@@ -74,4 +89,4 @@ def retrain(recipe: Recipe, train, seeds, weights: Tensor | None = None,
         if idx.numel() and (idx.min() < 0 or idx.max() >= n):
             raise ValueError(f"remove: indices must be in [0, {n}), got {idx.tolist()}")
         w[idx] = 0.0
-    return Ensemble(recipe, data, [train_member(recipe, data, s, weights=w) for s in check_seeds(seeds)])
+    return Ensemble(recipe, data, _in_groups(recipe, data, seeds, None, w, group_size))

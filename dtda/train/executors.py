@@ -1,6 +1,7 @@
 """Executors: run one picklable job over many seeds, streaming results back to one reduction.
 
-The seed is the unit of work. ``executor.run(job, seeds, on_result)`` calls ``job(seed)`` for
+A seed, or a group of seeds (a tuple, trained in lockstep: the run pipeline's unit), is the unit
+of work; "seed" below stands for either. ``executor.run(job, seeds, on_result)`` calls ``job(seed)`` for
 every seed and hands each result to ``on_result(seed, result)`` *in the calling process*, in
 completion order, as soon as it arrives (so the caller stores it before the next one comes). A
 job that raises, or whose worker dies (killed, out of memory, lost node), is run again, up to
@@ -16,11 +17,14 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
+import os
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+
+from dtda.train.workers import exit_with_parent
 
 OnResult = Callable[[int, Any], None]
 
@@ -59,8 +63,9 @@ class LocalExecutor:
 _WORKER_JOB: Callable[[int], Any] | None = None
 
 
-def _init_worker(job: Callable[[int], Any], threads: int) -> None:
+def _init_worker(job: Callable[[int], Any], threads: int, driver_pid: int) -> None:
     global _WORKER_JOB
+    exit_with_parent(driver_pid)  # no worker outlives the driver, even one killed with -9
     _WORKER_JOB = job
     torch.set_num_threads(threads)
 
@@ -86,7 +91,7 @@ class ProcessExecutor:
         ctx = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools and locks
         while todo:
             with cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
-                                        initargs=(job, self.threads)) as pool:
+                                        initargs=(job, self.threads, os.getpid())) as pool:
                 futures = {pool.submit(_call_worker, s): s for s in todo}
                 todo = []
                 try:

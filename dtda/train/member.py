@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from dtda.train import checks
 from dtda.train.data import Data, as_data
 from dtda.train.optim import Params, State
 from dtda.train.record import Member, Record, load_member, save_member
@@ -46,12 +47,15 @@ def train_member(recipe: Recipe, data, seed: int, store: str | Path | None = Non
 
     data: an ``(X, y)`` pair, a map-style Dataset or :class:`Data`. weights: per-example weights
     [N] (masked removal: a removed example has weight 0, batches and |B_t| are unchanged).
-    Raises ``FloatingPointError`` naming the seed, step and examples if a loss is not finite.
+    Bad data raises ValueError before training (:mod:`dtda.train.checks`). Raises
+    ``FloatingPointError`` naming the seed, step and examples if a loss is not finite, and its
+    subclass :class:`~dtda.train.checks.TrainingDiverged` if training diverged.
     """
     data = as_data(data, recipe.dtype, recipe.loss_name)
     n = len(data)
     weights = check_weights(weights, n, recipe.dtype)
     module = recipe.build(seed)
+    checks.first_batch(module, data.X, data.y, recipe.loss_name, recipe.batch_size)
     fp = fingerprint(recipe, module, data, weights)
     if store is not None:
         stored = load_member(store, seed, fp)
@@ -64,15 +68,13 @@ def train_member(recipe: Recipe, data, seed: int, store: str | Path | None = Non
     batches = recipe.batches(n, seed)
     w_all = torch.ones(n, dtype=recipe.dtype) if weights is None else weights
     checkpoints = {0: (params, state)}
+    watch = checks.LossWatch(seed, T, recipe.optimizer.lr)
     for t, idx in enumerate(batches):
         params, state, losses = step(params, state, data.X[idx], data.y[idx], w_all[idx], t)
-        finite = torch.isfinite(losses)
-        if not bool(finite.all()):
-            bad = idx[~finite].tolist()
-            raise FloatingPointError(f"seed {seed}: non-finite training loss at step {t} of {T} for "
-                                     f"examples {bad} (lower the learning rate or check the data)")
+        watch.step(t, idx, losses)
         if (t + 1) % C == 0 or t + 1 == T:
             checkpoints[t + 1] = (params, state)
+    watch.finish()
     member = Member(seed, Record(batches, checkpoints, weights, C))
     if store is not None:
         save_member(store, member, fp)

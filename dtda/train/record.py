@@ -6,7 +6,8 @@ file per member, written atomically, loaded without pickle.
 
 Layout: ``<store>/members/<seed>/member.safetensors`` holding the batch indices (flat, with
 sizes), the training weights (if any) and the checkpoints ``ckpt.<t>.params.<name>`` and
-``ckpt.<t>.<slot>.<name>``; the metadata holds the seed, T, C and the fingerprint.
+``ckpt.<t>.<slot>.<name>``; the metadata holds the seed, T, C, the fingerprint and, for a member
+trained in a group, the group's seeds.
 """
 
 from __future__ import annotations
@@ -33,12 +34,15 @@ class Record:
         t = 0, C, 2C, ... and t = T (the trained model).
     weights: the per-example training weights [N] (None: all ones).
     every: the checkpoint spacing C.
+    group: the seeds trained with it in lockstep, in slot order (:mod:`dtda.train.lockstep`), or
+        None when it was trained alone; a replay recomputes its steps the same way.
     """
 
     batches: list[Tensor]
     checkpoints: dict[int, tuple[Params, State]]
     weights: Tensor | None
     every: int
+    group: tuple[int, ...] | None = None
 
     @property
     def steps(self) -> int:
@@ -87,8 +91,11 @@ def save_member(store: str | Path, member: Member, fingerprint: str) -> Path:
     tensors = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
     # One JSON key: safetensors orders several metadata keys differently per process, and
     # member files should be byte-identical across reruns.
-    meta = {"dtda": json.dumps({"format": FORMAT, "seed": member.seed, "steps": rec.steps,
-                                "every": rec.every, "fingerprint": fingerprint}, sort_keys=True)}
+    fields = {"format": FORMAT, "seed": member.seed, "steps": rec.steps, "every": rec.every,
+              "fingerprint": fingerprint}
+    if rec.group is not None:
+        fields["group"] = list(rec.group)
+    meta = {"dtda": json.dumps(fields, sort_keys=True)}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".member.", suffix=".tmp")
     os.close(fd)
     try:
@@ -126,4 +133,5 @@ def load_member(store: str | Path, seed: int, fingerprint: str) -> Member | None
             params[name] = value
         else:
             state.setdefault(slot, {})[name] = value
-    return Member(seed, Record(batches, checkpoints, weights, int(meta["every"])))
+    group = tuple(meta["group"]) if "group" in meta else None
+    return Member(seed, Record(batches, checkpoints, weights, int(meta["every"]), group))

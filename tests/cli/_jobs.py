@@ -21,15 +21,15 @@ class Square:
 
 @dataclass
 class KillOnce:
-    """Wraps a job; the first attempt at ``seed`` kills its worker process."""
+    """Wraps a job; the first attempt at ``seed`` (or a group holding it) kills its worker process."""
 
     inner: object
     marker_dir: str
     seed: int = 1
 
-    def __call__(self, seed: int):
-        marker = os.path.join(self.marker_dir, f"killed-{seed}")
-        if seed == self.seed and not os.path.exists(marker):
+    def __call__(self, seed):
+        marker = os.path.join(self.marker_dir, f"killed-{self.seed}")
+        if self.seed in (seed if isinstance(seed, tuple) else (seed,)) and not os.path.exists(marker):
             open(marker, "w").close()
             os._exit(3)
         return self.inner(seed)

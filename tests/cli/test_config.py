@@ -90,3 +90,47 @@ def test_builtin_models():
     assert net(torch.zeros(2, 4)).shape == (2, 3)
     assert len([m for m in net if isinstance(m, torch.nn.Linear)]) == 3
     assert models.factory("linear", 4, 1)()(torch.zeros(2, 4)).shape == (2, 1)
+
+
+# ---- one line for each common mistake on the command line ---------------------------------------
+
+def _one_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_out_naming_an_existing_file(tiny, tmp_path, capsys):
+    out = tmp_path / "results.txt"
+    out.write_text("keep me")
+    assert cli.main(["run", str(tiny), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err  # the configuration-error format: a header, then one line per problem
+    assert "Traceback" not in err and f"  - --out: {out} is a file, not a run directory" in err.splitlines()[1]
+    assert out.read_text() == "keep me"
+
+
+def test_data_function_that_raises_is_one_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "raising_data.py").write_text("def make():\n    raise RuntimeError('database is down')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "c.toml").write_text('[data]\nsource = "raising_data:make"\n')
+    assert cli.main(["run", str(tmp_path / "c.toml"), "--out", str(tmp_path / "run"), "--quiet"]) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert "data.source 'raising_data:make' raised RuntimeError: database is down; fix the function" in line
+
+
+def test_unwritable_run_directory_for_report_is_one_line(tiny, tmp_path, monkeypatch, capsys):
+    # Root ignores permission bits, so the refusal of the file system is simulated where the
+    # report stage writes.
+    from dtda import pipeline
+
+    out = tmp_path / "run"
+    pipeline.Run.create(config.load(tiny), out)
+    target = out / "report"
+
+    def refuse(self, force=True):
+        raise PermissionError(13, "Permission denied", str(target))
+
+    monkeypatch.setattr(pipeline.Run, "report", refuse)
+    assert cli.main(["report", str(out)]) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert f"cannot write {target}: Permission denied. Every file written before is intact" in line

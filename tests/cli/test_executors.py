@@ -64,8 +64,14 @@ def test_ray_pipeline_seed_tasks_match_local(ray_cluster, tmp_path, tiny):
     local = Run.create(config.load(tiny), tmp_path / "local", quiet=True)
     local.attribute()
     remote = Run.create(config.load(tiny, {"execution": {"executor": "ray"}}), tmp_path / "ray", quiet=True)
+    from dtda.train.lockstep import groups_of
+
     job = KillOnce(SeedJob(remote.config, str(remote.dir.path)), str(tmp_path))
-    remote._executor().run(job, remote.seeds, lambda s, r: remote.dir.write_shard(s, *r))
+
+    def store(group, results):
+        for seed, r in zip(group, results):
+            remote.dir.write_shard(seed, *r)
+    remote._executor().run(job, groups_of(remote.seeds, 2), store)
     assert (tmp_path / "killed-1").exists()
     remote.attribute()  # every shard is there: only the reduction runs
     a, b = read_samples(local.dir.samples_path), read_samples(remote.dir.samples_path)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from conftest import write_tiny
+from tiny import write_tiny
 
 from dtda import cli
 
@@ -42,7 +42,8 @@ def test_run_then_stages_and_report_sections(tiny, tmp_path):
 
 
 def test_resume_after_kill_9_is_bit_identical(tmp_path):
-    config = write_tiny(tmp_path / "c.toml", seeds=4)
+    """Killed while a group of seeds is in flight, the rerun recomputes only unfinished groups."""
+    config = write_tiny(tmp_path / "c.toml", seeds=4, extra="[execution]\nseeds_per_group = 2\n")
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     # Both runs in fresh processes: the same command, with the same torch thread settings.
     assert _dtda("run", str(config), "--out", str(whole), "--quiet").wait(timeout=600) == 0
@@ -54,7 +55,7 @@ def test_resume_after_kill_9_is_bit_identical(tmp_path):
         assert proc.poll() is None, proc.communicate()
         assert time.time() < deadline
         time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)  # mid-run: one seed stored, the others not
+    os.kill(proc.pid, signal.SIGKILL)  # mid-run: the first group (or one seed of it) stored, the others not
     proc.wait()
     assert not (killed / "samples.safetensors").exists()
     done_before = {p.name for p in shards.iterdir() if p.suffix == ".safetensors"}
@@ -62,13 +63,23 @@ def test_resume_after_kill_9_is_bit_identical(tmp_path):
     rerun = _dtda("run", str(config), "--out", str(killed), "--quiet")
     _, err = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, err
-    # The rerun did not recompute the seeds that were already stored.
-    assert f"({4 - len(done_before)}/{4 - len(done_before)})" in err
+    # The rerun did not recompute the groups that were already stored; a partly stored one is redone.
+    redo = 4 - 2 * sum({f"{s}.safetensors" for s in g} <= done_before for g in ((0, 1), (2, 3)))
+    assert f"({redo}/{redo})" in err
+    for seed in range(4):
+        assert json.loads(_member_meta(killed, seed))["group"] == [2 * (seed // 2), 2 * (seed // 2) + 1]
     for name in RESULTS:
         assert (whole / name).read_bytes() == (killed / name).read_bytes(), name
     for seed in range(4):
         assert (whole / "shards" / f"{seed}.safetensors").read_bytes() == \
                (killed / "shards" / f"{seed}.safetensors").read_bytes()
+
+
+def _member_meta(run, seed) -> str:
+    from safetensors import safe_open
+
+    with safe_open(str(run / "members" / str(seed) / "member.safetensors"), framework="pt") as f:
+        return f.metadata()["dtda"]
 
 
 def test_refuses_another_configs_directory_and_force_moves_it_aside(tmp_path, capsys):
@@ -111,3 +122,19 @@ def test_demo_quick_end_to_end(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["Q"] >= 20 and summary["K"] == 4
     assert "### The top training examples" in (report / "report.md").read_text()
+
+
+def test_without_matplotlib_the_run_says_so_first_and_writes_the_report_without_plots(tiny, tmp_path, capsys,
+                                                                                         monkeypatch):
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    out = tmp_path / "run"
+    assert cli.main(["run", str(tiny), "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    notice = err.index("pip install 'dtda[report]'")
+    assert notice < err.index("train + attribute members")  # before any work
+    report = out / "report"
+    assert not list(report.glob("*.png"))
+    md = (report / "report.md").read_text()
+    assert "matplotlib is not installed" in md and "### Top 3 by variance increase" in md

@@ -7,7 +7,8 @@ import torch
 
 from dtda.evaluate import lds
 from dtda.evaluate.lds import noise_ceiling, parse_stat
-from dtda.evaluate.rank import ranks, spearman, spearman_brown
+from dtda.evaluate.rank import spearman_brown
+from dtda.stats.correlation import ranks, spearman
 from dtda.samples import SeedSamples
 
 

@@ -42,6 +42,13 @@ def implementations(op: str, device: str = "cpu") -> list:
     return params
 
 
+def half_implementations(op: str, device: str = "cpu") -> list:
+    """pytest params for the backends that must take float16/bfloat16 inputs on ``device``
+    (``torch`` and, on CPU, ``cpp``, which upcasts them to float32); unbuilt ones skip."""
+    names = ["torch", "cpp"] if device == "cpu" else ["torch"]
+    return [p for p in implementations(op, device) if p.id in names]
+
+
 def run(op: str, backend: str, *args, **kwargs):
     """Run public op ``op`` forced onto ``backend`` with guarded inputs and poisoned outputs
     (:mod:`dtda.ops.alloc`); check it ran there."""

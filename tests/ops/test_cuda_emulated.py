@@ -32,6 +32,7 @@ import pytest
 import torch
 from harness import assert_close_to_reference, run
 from test_cuda_build import ATTRIBUTES, FUNCTIONS
+from test_empty import params as empty_cases
 from test_jl_project import fast_reference
 
 import dtda.ops
@@ -133,6 +134,21 @@ def test_kron_covariance(emu, c, masked):
     N, T, D = c.shape
     mask = (torch.rand(N, T) > 0.3) if masked else None
     check(emu, "kron_covariance", c, (torch.randn(N, T, D), mask))
+
+
+@pytest.mark.parametrize("dtype", FLOATS + HALVES, ids=str)
+def test_kron_covariance_masked_positions_are_not_read(emu, dtype):
+    # The mask contract (docs/ops.md): NaN/Inf under a zero mask never reaches the result.
+    x, mask = torch.randn(6, 3, 17), torch.rand(6, 3) > 0.3
+    mask[2, 1] = mask[4, 0] = False
+    clean = x.clone()
+    clean[2, 1] = clean[4, 0] = 0.0
+    x[2, 1], x[4, 0, 3] = float("nan"), float("inf")
+    for m in (mask, mask.to(dtype)):
+        got = run("kron_covariance", BACKEND, x.to(dtype), m)
+        expected = reference.kron_covariance(clean.double(), m.double())
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got.double(), expected, rtol=2e-2, atol=2e-2)
 
 
 # ghost_dot: tokens (T·Q ≤ T + Q) or per-example gradients with the O·I reduction split.
@@ -273,20 +289,9 @@ def test_seed_moments_beyond_the_seed_limit_raises(emu):
         cuda_backend.seed_moments(m, delta)  # the adapter without the registry's check: the kernel refuses
 
 
-# Empty extents: outputs of zero size, or reductions over nothing that must write zeros.
-@pytest.mark.parametrize("op,args", [
-    ("kron_covariance", lambda: (torch.randn(0, 3, 17), None)),
-    ("ghost_dot", lambda: (torch.randn(0, 2, 5), torch.randn(0, 2, 3), torch.randn(4, 3, 5))),
-    ("ghost_pairwise",
-     lambda: (torch.randn(2, 3, 5), torch.randn(2, 3, 4), torch.randn(0, 2, 5), torch.randn(0, 2, 4))),
-    ("ekfac_eigvals", lambda: (torch.randn(0, 1, 5), torch.randn(0, 1, 3), _orthogonal(5), _orthogonal(3))),
-    ("ekfac_eigvals", lambda: (torch.randn(0, 2, 5), torch.randn(0, 2, 3), _orthogonal(5), _orthogonal(3))),
-    ("kron_apply", lambda: (torch.randn(0, 3, 5), _orthogonal(5), _orthogonal(3), torch.rand(3, 5))),
-    ("jl_project", lambda: (torch.randn(3, 0), 5, 1, "gaussian")),
-    ("jl_project", lambda: (torch.randn(0, 7), 5, 1, "rademacher")),
-    ("seed_moments", lambda: (torch.randn(4, 3), torch.randn(4, 0, 3))),
-], ids=["kron_covariance,N=0", "ghost_dot,N=0", "ghost_pairwise,N=0", "ekfac_eigvals,N=0,T=1",
-        "ekfac_eigvals,N=0,T=2", "kron_apply,Q=0", "jl_project,P=0", "jl_project,N=0", "seed_moments,N=0"])
+# Empty extents: outputs of zero size, or reductions over nothing that must write zeros (every
+# extent of every op at 0 once, the table of test_empty.py).
+@pytest.mark.parametrize("op,args", empty_cases())
 def test_empty_extents(emu, op, args):
     fields = SeedMoments._fields if op == "seed_moments" else None
     for dtype in FLOATS:

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from harness import (OPCHECK_QUICK, assert_close_to_reference, check_all_dtypes, implementations,
+from harness import (OPCHECK_QUICK, assert_close_to_reference, check_all_dtypes, half_implementations, implementations,
                      native_dtype_rejected, noncontiguous, run)
 
 import dtda.ops
@@ -64,9 +64,10 @@ def test_torch_chunks(monkeypatch, shape):
     assert_close_to_reference(OP, "torch", inputs(*shape), torch.float64)
 
 
+@pytest.mark.parametrize("backend", half_implementations(OP))
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_torch_half_gives_float32(dtype):
-    assert_close_to_reference(OP, "torch", inputs(5, 3, 4, 6), dtype)
+def test_half_gives_float32(backend, dtype):
+    assert_close_to_reference(OP, backend, inputs(5, 3, 4, 6), dtype)
 
 
 @pytest.mark.parametrize("backend", implementations(OP))

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from harness import assert_close_to_reference, dtypes_for, implementations, noncontiguous, run, skip_unless_tiny
+from harness import assert_close_to_reference, dtypes_for, half_implementations, implementations, noncontiguous, run, skip_unless_tiny
 
 import dtda.ops
 from dtda import _native
@@ -110,9 +110,10 @@ def test_torch_chunks(monkeypatch, kind):
     assert_close_to_reference(OP, "torch", (torch.randn(4, 23), 131, 2**40 + 3, kind), torch.float64)
 
 
+@pytest.mark.parametrize("backend", half_implementations(OP))
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_torch_half_gives_float32(dtype):
-    assert_close_to_reference(OP, "torch", (torch.randn(5, 9), 6, 1, "gaussian"), dtype)
+def test_half_gives_float32(backend, dtype):
+    assert_close_to_reference(OP, backend, (torch.randn(5, 9), 6, 1, "gaussian"), dtype)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -162,3 +163,52 @@ def test_native_rejects_bad_arguments():
         module.jl_project(0, 0, 1, 1, 1, 0, "rademacher", half, 1)
     with pytest.raises(ValueError, match="jl_project: kind must be 'rademacher' or 'gaussian', got 'normal'"):
         module.jl_project(0, 0, 1, 1, 1, 0, "normal", _native.DTYPE_CODES[torch.float32], 1)
+
+
+BIG_K = 2**31  # one past the 32-bit sizes of the C++ kernel's OpenBLAS
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_native_refuses_sizes_past_32_bits(kind):
+    # Before any BLAS call (OpenBLAS would only print to stderr and leave Y unwritten): a
+    # ValueError naming the size. Null pointers: the check must come before any access.
+    module = _native.load_cpu()
+    if module is None:
+        pytest.skip(_native.why_not("_C"))
+    f32 = _native.DTYPE_CODES[torch.float32]
+    for N, P, k, name in ((1, 1, BIG_K, "k"), (1, BIG_K, 1, "P"), (BIG_K, 1, 1, "N")):
+        with pytest.raises(ValueError, match=rf"jl_project: {name} = {BIG_K} exceeds 2\^31 - 1"):
+            module.jl_project(0, 0, N, P, k, 0, kind, f32, 1)
+
+
+def test_cpp_declares_its_index_limit():
+    _cpp_available()
+    x = torch.randn(0, 3)
+    with pytest.raises(RuntimeError, match=rf"forced backend 'cpp' cannot run: .*k = {BIG_K}.*2\^31 - 1"):
+        run(OP, "cpp", x, BIG_K, 1)
+    assert dtda.ops.registry.select(OP, x.device, x.dtype, (x, BIG_K, 1, "rademacher"))[0] == "torch"
+
+
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+def test_empty_input_with_huge_k(backend):
+    # No R is generated for an empty x (the torch backend used to build rows of 2³¹ entries).
+    y = run(OP, backend, torch.randn(0, 3), BIG_K, 1)
+    assert y.shape == (0, BIG_K)
+    assert run(OP, backend, torch.randn(2, 0), 5, 1).eq(0).all()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_torch_tiles_are_bounded_for_any_k(monkeypatch, kind):
+    # R is generated in tiles of at most about _JL_CHUNK entries, however large k is.
+    monkeypatch.setattr(torch_fast, "_JL_CHUNK", 256)
+    sizes = []
+    rows = torch_fast._jl_rows
+
+    def spy(*args, **kwargs):
+        tile = rows(*args, **kwargs)
+        sizes.append(tile.numel())
+        return tile
+
+    monkeypatch.setattr(torch_fast, "_jl_rows", spy)
+    assert_close_to_reference(OP, "torch", (torch.randn(3, 5), 700, 2**40 + 3, kind), torch.float64)
+    assert max(sizes) <= 256

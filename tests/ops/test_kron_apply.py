@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from harness import (OPCHECK_QUICK, assert_close_to_reference, check_all_dtypes, implementations,
+from harness import (OPCHECK_QUICK, assert_close_to_reference, check_all_dtypes, half_implementations, implementations,
                      native_dtype_rejected, noncontiguous, run)
 
 import dtda.ops
@@ -56,9 +56,10 @@ def test_torch_chunks(monkeypatch):
     assert_close_to_reference(OP, "torch", inputs(5, 4, 3), torch.float64)
 
 
+@pytest.mark.parametrize("backend", half_implementations(OP))
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_torch_half_gives_float32(dtype):
-    assert_close_to_reference(OP, "torch", inputs(3, 5, 4), dtype)
+def test_half_gives_float32(backend, dtype):
+    assert_close_to_reference(OP, backend, inputs(3, 5, 4), dtype)
 
 
 def test_cpp_deterministic():

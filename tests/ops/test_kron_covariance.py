@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from harness import (OPCHECK_QUICK, assert_close_to_reference, dtypes_for, implementations,
+from harness import (OPCHECK_QUICK, assert_close_to_reference, dtypes_for, half_implementations, implementations,
                      native_dtype_rejected, noncontiguous, run, skip_unless_tiny)
 
 import dtda.ops
@@ -62,9 +62,10 @@ def test_torch_chunks(monkeypatch, mask):
     assert_close_to_reference(OP, "torch", (torch.randn(9, 3, 4), make_mask(mask, 9, 3)), torch.float64)
 
 
+@pytest.mark.parametrize("backend", half_implementations(OP))
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_torch_half_gives_float32(dtype):
-    assert_close_to_reference(OP, "torch", (torch.randn(5, 3, 4), torch.rand(5, 3) > 0.5), dtype)
+def test_half_gives_float32(backend, dtype):
+    assert_close_to_reference(OP, backend, (torch.randn(5, 3, 4), torch.rand(5, 3) > 0.5), dtype)
 
 
 @pytest.mark.parametrize("backend", implementations(OP))
@@ -111,3 +112,38 @@ def test_mismatched_inputs_raise():
 
 def test_native_rejects_other_dtypes():
     native_dtype_rejected("kron_covariance", 8)
+
+
+@pytest.mark.parametrize("backend", implementations(OP))
+@pytest.mark.parametrize("mask", ["bool", "weights"])
+def test_masked_positions_are_not_read(backend, mask):
+    # The contract: a position whose mask is False or 0 is never read, so padding garbage (NaN,
+    # Inf) there leaves the result equal to the one with zeros in its place.
+    x = torch.randn(5, 3, 4)
+    m = make_mask(mask, 5, 3)
+    m[1, 2] = m[3, 0] = False if mask == "bool" else 0.0
+    clean = x.clone()
+    clean[1, 2] = clean[3, 0] = 0.0
+    x[1, 2], x[3, 0, 1] = float("nan"), float("inf")
+    with dtda.ops.use_backend("reference"):
+        expected = dtda.ops.kron_covariance(clean.double(), m.double() if mask == "weights" else m)
+    got = run(OP, backend, x, m)
+    assert torch.isfinite(got).all(), f"{backend}: NaN/Inf at masked positions reached the result"
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_masked_positions_get_zero_gradient():
+    x = torch.randn(3, 2, 4, dtype=torch.float64)
+    x[0, 1] = float("nan")
+    x.requires_grad_()
+    mask = torch.tensor([[True, False], [True, True], [False, True]])
+    dtda.ops.kron_covariance(x, mask).sum().backward()
+    assert torch.isfinite(x.grad).all() and (x.grad[0, 1] == 0).all() and (x.grad[2, 0] == 0).all()
+
+
+@pytest.mark.parametrize("backend", implementations(OP))
+def test_nan_weight_propagates(backend):
+    # Only a zero weight skips a position; a NaN weight is not zero and makes the result NaN.
+    w = torch.ones(4, 2)
+    w[2, 1] = float("nan")
+    assert torch.isnan(run(OP, backend, torch.randn(4, 2, 3), w)).all()

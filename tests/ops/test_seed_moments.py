@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from harness import (assert_close_to_reference, dtypes_for, implementations, native_dtype_rejected,
+from harness import (assert_close_to_reference, dtypes_for, half_implementations, implementations, native_dtype_rejected,
                      noncontiguous, run, skip_unless_tiny)
 
 import dtda.ops
@@ -107,9 +107,10 @@ def test_torch_chunks(monkeypatch, scale):
     check("torch", torch.randn(4, 3), scale * torch.randn(4, 9, 3), [torch.float64])
 
 
+@pytest.mark.parametrize("backend", half_implementations(OP))
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_torch_half_gives_float32(dtype):
-    assert_close_to_reference(OP, "torch", (torch.randn(5, 3), torch.randn(5, 4, 3)), dtype, fields=FIELDS)
+def test_half_gives_float32(backend, dtype):
+    assert_close_to_reference(OP, backend, (torch.randn(5, 3), torch.randn(5, 4, 3)), dtype, fields=FIELDS)
 
 
 def test_cpp_deterministic():

@@ -49,10 +49,12 @@ def _cost_form(N: int, T: int, I: int, O: int, Q: int) -> float:
 @register("kron_covariance", "torch")
 def kron_covariance(x: Tensor, mask: Tensor | None) -> Tensor:
     """``Σ_r w_r x_r x_rᵀ`` over rows r = (n, t): one GEMM ``(w∘x)ᵀ x``, chunked over rows when
-    weighted (gathering the kept rows of a bool mask costs more than it saves)."""
+    weighted (gathering the kept rows of a bool mask costs more than it saves). Rows with weight 0
+    are zeroed first: masked positions are not read (:func:`reference.unmasked`)."""
     (x,) = _acc(x)
-    D = x.shape[2]
-    rows = x.reshape(-1, D)
+    x = reference.unmasked(x, mask)
+    N, T, D = x.shape
+    rows = x.reshape(N * T, D)  # not (-1, D): that is ambiguous when D = 0
     if mask is None:
         return rows.T @ rows
     weights = mask.reshape(-1)
@@ -73,7 +75,7 @@ def _ghost_dot_into(out: Tensor, a: Tensor, g: Tensor, M: Tensor) -> Tensor:
         step = _chunk(T * Q * O, a.dtype)
         for n0 in range(0, N, step):
             ac, gc = a[n0:n0 + step], g[n0:n0 + step]
-            P = (ac.reshape(-1, I) @ M_rows.T).view(ac.shape[0], T, Q, O)  # M_q a_nt
+            P = (ac.reshape(ac.shape[0] * T, I) @ M_rows.T).view(ac.shape[0], T, Q, O)  # M_q a_nt
             out[n0:n0 + step] = torch.einsum("ntqo,nto->nq", P, gc)
     else:
         M_flat = M.reshape(Q, O * I)
@@ -160,14 +162,21 @@ _SEED_CHUNK = 1 << 22
 _WORD = 0xFFFFFFFF
 
 
+def _per_call(kind: str) -> int:
+    """Entries of R per Philox call: 128 Rademacher signs or 2 Gaussians."""
+    return 128 if kind == "rademacher" else 2
+
+
 def _jl_rows(p0: int, p1: int, k: int, seed: int, kind: str, dtype: torch.dtype,
-             device: torch.device) -> Tensor:
-    """Rows p0..p1 of :func:`reference.jl_matrix`, one Philox call per 128 (Rademacher) or 2
-    (Gaussian) entries instead of one per entry."""
-    per_call = 128 if kind == "rademacher" else 2
+             device: torch.device, j0: int = 0) -> Tensor:
+    """Rows p0..p1, columns j0..j0+k of :func:`reference.jl_matrix` (j0 a multiple of
+    :func:`_per_call`), one Philox call per 128 (Rademacher) or 2 (Gaussian) entries instead of
+    one per entry."""
+    per_call = _per_call(kind)
     calls = -(-k // per_call)
     rows = torch.arange(p0, p1, dtype=torch.int64, device=device).view(-1, 1).expand(-1, calls)
-    block = torch.arange(calls, dtype=torch.int64, device=device).view(1, -1).expand_as(rows)
+    block = torch.arange(j0 // per_call, j0 // per_call + calls, dtype=torch.int64,
+                         device=device).view(1, -1).expand_as(rows)
     stream = torch.full_like(rows, 0 if kind == "rademacher" else 1)
     w = reference.philox4x32((rows & _WORD, rows >> 32, block, stream), (seed & _WORD, (seed >> 32) & _WORD))
     if kind == "rademacher":
@@ -183,14 +192,22 @@ def _jl_rows(p0: int, p1: int, k: int, seed: int, kind: str, dtype: torch.dtype,
 
 @register("jl_project", "torch")
 def jl_project(x: Tensor, k: int, seed: int, kind: str) -> Tensor:
-    """``X R / √k`` for x [N, P], accumulating X[:, rows] R[rows] over row chunks of R."""
+    """``X R / √k`` for x [N, P], accumulating X[:, rows] R[rows, cols] over tiles of R of at most
+    about ``_JL_CHUNK`` entries (column blocks when one row of R is longer than that), so memory
+    stays bounded for any k; an empty x generates no R."""
     x = x.to(reference.result_dtype(x.dtype))
     N, P = x.shape
     y = x.new_zeros((N, k))
-    step = max(1, _JL_CHUNK // k)
-    for p0 in range(0, P, step):
-        p1 = min(P, p0 + step)
-        y.addmm_(x[:, p0:p1], _jl_rows(p0, p1, k, seed, kind, x.dtype, x.device))
+    if y.numel() == 0 or P == 0:
+        return y
+    per_call = _per_call(kind)
+    cols = min(k, max(per_call, _JL_CHUNK // per_call * per_call))
+    step = max(1, _JL_CHUNK // cols)
+    for j0 in range(0, k, cols):
+        j1 = min(k, j0 + cols)
+        for p0 in range(0, P, step):
+            p1 = min(P, p0 + step)
+            y[:, j0:j1].addmm_(x[:, p0:p1], _jl_rows(p0, p1, j1 - j0, seed, kind, x.dtype, x.device, j0))
     return y.div_(math.sqrt(k))
 
 
