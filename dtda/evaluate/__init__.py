@@ -4,6 +4,7 @@
   ``masked`` (same batches, removed examples weighted 0) or ``subset`` (from scratch on D∖G with
   the same seed streams), cached on disk (:class:`RetrainCache`) and spread over an executor.
 - :func:`lds`: LDS and distributional LDS with noise ceilings and ensemble-size curves.
+- :func:`loo`: predicted against actual leave-one-out effects as the retrain seeds grow (§8.4).
 - :func:`predictions`: linearised m_s + δ_s(G) and non-linear m(θ_s + Δθ_s(G)) by forward mode.
 - :func:`confirm`: predicted against actual effects of removing chosen examples, with the
   chaotic floor from null controls and a verdict per measurement.
@@ -12,9 +13,10 @@
 from dtda.evaluate.cache import CacheMismatch, RetrainCache
 from dtda.evaluate.confirm import ConfirmResult, confirm
 from dtda.evaluate.lds import LDS_STATISTICS, LDSResult, lds
+from dtda.evaluate.loo import LOOResult, loo
 from dtda.evaluate.predict import predictions
 from dtda.evaluate.removal import Removal
 from dtda.evaluate.retrain import MODES, retrain_measurements, retrained_samples
 
 __all__ = ["MODES", "Removal", "RetrainCache", "CacheMismatch", "retrain_measurements", "retrained_samples",
-           "lds", "LDSResult", "LDS_STATISTICS", "confirm", "ConfirmResult", "predictions"]
+           "lds", "LDSResult", "LDS_STATISTICS", "confirm", "ConfirmResult", "predictions", "loo", "LOOResult"]

@@ -34,12 +34,11 @@ from torch import Tensor
 
 from dtda.stats.correlation import pearson
 from dtda.evaluate.removal import Removal
-from dtda.evaluate.retrain import check_mode, open_cache, retrained_samples
+from dtda.evaluate.retrain import check_mode, coupled_seeds, open_cache, retrained_samples
 from dtda.measure import as_measurement
 from dtda.samples import SeedSamples
 from dtda.stats import Distributional, distributional
 from dtda.train.data import as_data
-from dtda.train.seeds import check_seeds
 
 #: The statistics compared, with whether they carry a sign.
 COMPARED = {"mean": True, "var_increase": True, "w2": False}
@@ -204,7 +203,9 @@ def confirm(samples: SeedSamples, recipe, train, measure, examples, seeds=None, 
     ids = [int(i) for i in (examples if not isinstance(examples, int) else [examples])]
     groups = [[i] for i in ids] if each else [ids]
     removals = [Removal.of(g, samples.N) for g in groups]
-    seeds = _seeds(samples, seeds)
+    seeds = coupled_seeds(samples, seeds)
+    if len(seeds) < 2:
+        raise ValueError(f"confirm: needs at least 2 retrain seeds, got {seeds}")
     data = as_data(train, recipe.dtype, recipe.loss_name)
     measure = as_measurement(measure)
     cache = open_cache(cache, recipe, data, measure)
@@ -241,20 +242,6 @@ def confirm(samples: SeedSamples, recipe, train, measure, examples, seeds=None, 
                          floor=floor, controls=control_stats,
                          per_seed_corr=_paired_corr(predicted, actual) if mode == "masked" else None,
                          quotient_corr=quotient_corr, verdicts=verdicts, epsilon=epsilon, tolerance=tolerance)
-
-
-def _seeds(samples: SeedSamples, seeds) -> list[int]:
-    if seeds is None:
-        return list(samples.seeds)
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        if seeds < 2:
-            raise ValueError(f"confirm: seeds must be at least 2, got {seeds}")
-        start = max(samples.seeds) + 1
-        return (list(samples.seeds) + list(range(start, start + max(0, seeds - samples.K))))[:seeds]
-    out = check_seeds(seeds)
-    if len(out) < 2:
-        raise ValueError(f"confirm: needs at least 2 retrain seeds, got {out}")
-    return out
 
 
 def _floor(controls: dict[str, Distributional], s: str, like: Distributional) -> Tensor:

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from dtda.evaluate.rank import bootstrap_mean, spearman_brown
 from dtda.stats.correlation import spearman
-from dtda.evaluate.retrain import check_mode, retrained_samples
+from dtda.evaluate.retrain import check_mode, coupled_seeds, retrained_samples
 from dtda.samples import SeedSamples
 from dtda.stats import point_statistics, quantile_key
 
@@ -185,8 +185,7 @@ def lds(samples: SeedSamples, recipe, train, measure, alpha: float = 0.5, subset
     R = K if seeds_per_subset is None else seeds_per_subset
     if isinstance(R, bool) or not isinstance(R, int) or R < 1:
         raise ValueError(f"lds: seeds_per_subset must be a positive int, got {seeds_per_subset!r}")
-    extra = [s for s in range(max(samples.seeds) + 1, max(samples.seeds) + 1 + max(0, R - K))]
-    seeds = (list(samples.seeds) + extra)[:R]
+    seeds = coupled_seeds(samples, R)
     masks = draw_removals(N, alpha, subsets, subset_seed)
     removals = [torch.nonzero(row).flatten().tolist() for row in masks]
     actual = retrained_samples(samples, recipe, train, measure, removals, seeds, mode, cache=cache,

@@ -155,6 +155,19 @@ def _bar(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="run", disable=not enabled, file=sys.stderr)
 
 
+def coupled_seeds(samples: SeedSamples, seeds=None) -> list[int]:
+    """Retrain seeds: None gives the samples' seeds; an int S the first S of them, continued with
+    new ids above the largest when S > K; a list is taken as given."""
+    if seeds is None:
+        return list(samples.seeds)
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ValueError(f"seeds must be a positive number of retrain seeds, got {seeds}")
+        start = max(samples.seeds) + 1
+        return (list(samples.seeds) + list(range(start, start + max(0, seeds - samples.K))))[:seeds]
+    return check_seeds(seeds)
+
+
 def baseline(samples: SeedSamples, recipe: Recipe, train, measure, seeds, *, cache=None, executor=None,
              progress: bool = False) -> Tensor:
     """Full-data measurements m [K, Q] for ``seeds``: from ``samples`` where it has the seed,
@@ -180,7 +193,7 @@ def retrained_samples(samples: SeedSamples, recipe: Recipe, train, measure, remo
     (X = {m_s}, Y = {m_s + δ_s} = the retrained measurements). ``groups`` lists the removals'
     indices; method is "retrain-<mode>".
     """
-    seeds = list(samples.seeds) if seeds is None else check_seeds(seeds)
+    seeds = coupled_seeds(samples, seeds)
     data = as_data(train, recipe.dtype, recipe.loss_name)
     measure = as_measurement(measure)
     removals = as_removals(removals, len(data))
@@ -197,4 +210,4 @@ def retrained_samples(samples: SeedSamples, recipe: Recipe, train, measure, remo
                        meta={"mode": mode, "weights": [r.weight for r in removals]})
 
 
-__all__ = ["MODES", "RetrainJob", "retrain_measurements", "retrained_samples", "baseline", "measure_retrained"]
+__all__ = ["MODES", "RetrainJob", "coupled_seeds", "retrain_measurements", "retrained_samples", "baseline", "measure_retrained"]
