@@ -279,7 +279,8 @@ class Run:
         if self.config["execution"]["on_failure"] == "stop":
             raise RunError(f"seed {f.seed} failed and execution.on_failure = 'stop': {f.error}")
 
-    def _executor(self):
+    def executor(self):
+        """The configured executor (local, process or Ray), its workers running ``train.threads`` threads."""
         from dtda.train import executors
 
         e = self.config["execution"]
@@ -316,7 +317,7 @@ class Run:
                 bar.update(len(group))
                 if self.quiet:
                     _log(f"{what}: seeds {list(group)} done ({done}/{total})")
-            self._executor().run(job, groups, handle)
+            self.executor().run(job, groups, handle)
 
     def train(self) -> None:
         """Stage 1: train every member not yet stored (and not failed)."""

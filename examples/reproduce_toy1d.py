@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     chosen = list(dict.fromkeys([by_mean, by_w2, by_spread]))
     common = dict(samples=samples, recipe=plan.recipe, train=(plan.data.X_train, plan.data.y_train),
                   measure=plan.measurement(), examples=chosen, each=True, cache=run.dir.path / "retrain",
-                  executor=run._executor())
+                  executor=run.executor())
     checks = {mode: confirm(**common, mode=mode, controls=["tiny", "random"] if mode == "masked" else ["random"])
               for mode in ("subset", "masked")}
     wall = time.perf_counter() - t0

@@ -71,7 +71,7 @@ def test_ray_pipeline_seed_tasks_match_local(ray_cluster, tmp_path, tiny):
     def store(group, results):
         for seed, r in zip(group, results):
             remote.dir.write_shard(seed, *r)
-    remote._executor().run(job, groups_of(remote.seeds, 2), store)
+    remote.executor().run(job, groups_of(remote.seeds, 2), store)
     assert (tmp_path / "killed-1").exists()
     remote.attribute()  # every shard is there: only the reduction runs
     a, b = read_samples(local.dir.samples_path), read_samples(remote.dir.samples_path)

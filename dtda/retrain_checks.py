@@ -1,4 +1,4 @@
-"""``dtda confirm`` and ``dtda evaluate``: retraining checks of a run, written into its report folder.
+"""``dtda confirm`` and ``dtda evaluate``: retraining checks of a run, written beside its report.
 
 Both open an existing run directory, rebuild its recipe, data and measurement from the resolved
 config, read ``samples.safetensors`` and retrain on the run's executor. Retrained measurements are
@@ -58,6 +58,7 @@ def run_command(args) -> int:
     from dtda.config import ConfigError
     from dtda.evaluate import CacheMismatch
     from dtda.pipeline import Plan, Run, RunError, read_samples
+    from dtda.train.workers import torch_threads
 
     overrides = {k: v for k, v in (("executor", args.executor), ("workers", args.workers),
                                    ("address", args.address)) if v is not None}
@@ -65,10 +66,11 @@ def run_command(args) -> int:
     plan = Plan.build(run.config)
     samples = read_samples(run.dir.samples_path)
     context = dict(samples=samples, recipe=plan.recipe, train=(plan.data.X_train, plan.data.y_train),
-                   measure=plan.measurement(), cache=run.dir.path / "retrain", executor=run._executor(),
+                   measure=plan.measurement(), cache=run.dir.path / "retrain", executor=run.executor(),
                    progress=not args.quiet)
     try:
-        out = (_confirm(args, run, context) if args.command == "confirm" else _evaluate(args, run, context))
+        with torch_threads(run.config["train"]["threads"]):  # as the run's seed tasks: the same bits anywhere
+            out = (_confirm(args, run, context) if args.command == "confirm" else _evaluate(args, run, context))
     except CacheMismatch as e:
         raise RunError(str(e)) from None
     except ValueError as e:  # bad --examples, --by, --stat, ... : one clear message, exit code 2
