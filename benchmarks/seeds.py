@@ -101,9 +101,10 @@ def main() -> None:
         for K in args.group:
             seeds = list(range(args.seeds))
             groups = [seeds[i:i + K] for i in range(0, len(seeds), K)]
-            t_train = timed(lambda: [train_group(recipe, train, g) for g in groups], args.repeat) / len(seeds)
+            t_train = timed(lambda groups=groups: [train_group(recipe, train, g) for g in groups],
+                            args.repeat) / len(seeds)
             trained = [train_group(recipe, train, g) for g in groups]
-            t_unroll = timed(lambda: [unroll_group(recipe, train, ms, measure) for ms in trained],
+            t_unroll = timed(lambda trained=trained: [unroll_group(recipe, train, ms, measure) for ms in trained],
                              args.repeat) / len(seeds)
             rows.append((f"groups of {K}", t_train, t_train + t_unroll))
     print(f"{'path':<16} {'train s/seed':>12} {'seeds/min':>10} {'x today':>8} {'of bound':>9}   "
