@@ -1,7 +1,7 @@
 """Exact batched Hessian-vector products and per-example scores for MLPs, derived by hand.
 
 For a network that is a chain (``nn.Sequential``, nested allowed) of ``nn.Linear`` layers,
-elementwise activations (:data:`ACTIVATIONS`) and ``nn.Dropout``, trained with the
+elementwise activations (:data:`dtda.train.chain.ACTIVATIONS`) and ``nn.Dropout``, trained with the
 ``"cross_entropy"`` or ``"mse"`` loss, one reverse-mode step (PAPER §3.4) needs, for Q adjoint
 directions c_q = (V_q, b_q) (per layer: V [Q, O, I], b [Q, O]):
 
@@ -33,8 +33,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dtda.train.chain import (ACTIVATIONS, LOSSES, Dense, Dropout, Node, Pass, Pointwise,  # noqa: F401
-                              decay, forward_backward, plan)
+from dtda.train.chain import Dense, Node, Pass, plan  # noqa: F401 (plan: this route's eligibility)
 from dtda.train.optim import Params
 
 

@@ -108,7 +108,7 @@ def choose_route(route: str, step: Step, params: Params, input_dim: int = 2):
             return _mlp, nodes
         if route == "mlp":
             raise ValueError("route='mlp' needs an nn.Sequential of nn.Linear, supported activations "
-                             f"({', '.join(t.__name__ for t in mlp.ACTIVATIONS)}) and nn.Dropout, loss "
+                             f"({', '.join(t.__name__ for t in chain.ACTIVATIONS)}) and nn.Dropout, loss "
                              f"'cross_entropy' or 'mse' and inputs [B, features]; use route='auto'")
     if route == "double-backward":
         return _eager, None

@@ -11,8 +11,8 @@ from dtda.measure import as_measurement
 from dtda.samples import SeedSamples
 from dtda.train.data import as_data
 from dtda.train.lockstep import default_group_size, groups_of, sweeps
-from dtda.train.record import Member
 from dtda.train.recipe import Recipe
+from dtda.train.record import Member
 from dtda.train.step import Step
 
 MODES = ("reverse", "forward")
