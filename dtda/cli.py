@@ -1,5 +1,5 @@
 """The ``dtda`` command line: ``demo``, ``run``, the stages ``train``/``attribute``/``report``, ``verify``,
-``diagnose``, ``info``.
+``diagnose``, ``info``, and the retraining checks ``confirm``/``evaluate`` (:mod:`dtda.checks`).
 
 Exit codes: 0 success; 2 invalid configuration or arguments (every problem listed); 1 the run
 could not go on (a directory made for another config or in use, failed seeds, a file that cannot
@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p = sub.add_parser("verify", help="check every file of a run directory against its manifest (changes nothing)")
     p.add_argument("target", help="run directory")
+    from dtda import checks
+
+    checks.add_parsers(sub)
     return parser
 
 
@@ -142,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
 
     run = None
     try:
+        from dtda import checks
+
+        if args.command in checks.COMMANDS:
+            return checks.run_command(args)
         if args.command == "report":
             run = Run.open(args.target, quiet=args.quiet)
             print(run.report() / "index.html")

@@ -228,7 +228,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "workers": Key(_I, 2, "parallel workers (process) or concurrent tasks (ray)", _positive),
         "retries": Key(_I, 2, "retries of a failed or killed group task", _nonneg),
         "seeds_per_group": Key(_I, 0, "seeds trained and unrolled in lockstep as one task (0: chosen from the model's "
-                                      "size, the seeds, the workers and the memory; see `dtda info`)", _nonneg),
+                                      "size, the seeds, the workers and the memory when the run is created; "
+                                      "stored, and part of the run's fingerprint, since a member's bits depend "
+                                      "on its group's size; see `dtda info`)", _nonneg),
         "address": Key(_S, "", "ray: cluster address ('auto', 'ray://host:10001'); empty starts a local cluster"),
         "num_cpus": Key(_F, 1, "ray: CPUs per seed task", _positive),
         "num_gpus": Key(_F, 0, "ray: GPUs per seed task (0: CPU)", _nonneg),
@@ -373,9 +375,12 @@ def load(path: str | Path, overrides: dict | None = None) -> dict:
 
 
 def fingerprint(resolved: dict) -> str:
-    """sha256 over the result-relevant sections and the bytes of any data file they name."""
+    """sha256 over the result-relevant sections, the lockstep group size (members' bits depend on
+    it) and the bytes of any data file they name."""
     h = hashlib.sha256()
-    h.update(json.dumps({s: resolved[s] for s in RESULT_SECTIONS}, sort_keys=True).encode())
+    relevant = {**{s: resolved[s] for s in RESULT_SECTIONS},
+                "seeds_per_group": resolved["execution"]["seeds_per_group"]}
+    h.update(json.dumps(relevant, sort_keys=True).encode())
     for path in data_files(resolved):
         h.update(path.read_bytes())
     return h.hexdigest()

@@ -81,7 +81,19 @@ def resolve(config: dict) -> tuple[dict, sources.TaskData]:
         problems.append(f"measure.test: index {max(test)} is out of range for {n_test} test examples")
     if problems:
         raise cfgmod.ConfigError(problems)
+    if config["execution"]["seeds_per_group"] == 0:
+        config["execution"]["seeds_per_group"] = _default_group_size(config, data)
     return config, data
+
+
+def _default_group_size(config: dict, data: sources.TaskData) -> int:
+    """The group size a run fixes when it is created: a member's bits depend on the size of the
+    lockstep group it trained in, so the size is resolved once, stored and fingerprinted, and never
+    depends on the executor that happens to run the groups."""
+    from dtda.train.lockstep import default_group_size
+
+    n_params = sum(p.numel() for p in Plan.build(config, data).recipe.build(0).parameters())
+    return default_group_size(n_params, len(cfgmod.seed_list(config)), config["execution"]["workers"])
 
 
 @dataclass
@@ -271,16 +283,6 @@ class Run:
                               threads_per_worker=self.config["train"]["threads"], address=e["address"],
                               num_cpus=e["num_cpus"], num_gpus=e["num_gpus"])
 
-    def group_size(self) -> int:
-        """``execution.seeds_per_group``, or when 0 the default for this model, the seeds and the workers."""
-        e = self.config["execution"]
-        if e["seeds_per_group"]:
-            return e["seeds_per_group"]
-        from dtda.train.lockstep import default_group_size
-
-        n_params = sum(p.numel() for p in Plan.build(self.config).recipe.build(0).parameters())
-        return default_group_size(n_params, len(self.seeds), 1 if e["executor"] == "local" else e["workers"])
-
     def _run_seeds(self, todo: list[int], train_only: bool, what: str, on_result) -> None:
         """Run the groups (consecutive ``group_size`` seeds of the run) that hold a seed of ``todo``,
         whole: a group is the unit of work, and recomputing it gives its stored members again."""
@@ -291,7 +293,7 @@ class Run:
         if not todo:
             return
         failed = set(self.failures())
-        groups = [g for g in groups_of(self.seeds, self.group_size()) if set(g) & set(todo)]
+        groups = [g for g in groups_of(self.seeds, self.config["execution"]["seeds_per_group"]) if set(g) & set(todo)]
         total = sum(len(g) for g in groups)
         job = SeedJob(self.config, str(self.dir.path), train_only=train_only)
         done = 0

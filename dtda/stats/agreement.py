@@ -14,43 +14,12 @@ same K seeds, N examples and Q measurements, per measurement q:
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from dtda.samples import SeedSamples
+from dtda.stats.correlation import pearson, spearman
 
 AGREEMENT = ("spearman_mean", "spearman_var_increase", "median_seed_pearson", "top10_overlap")
-
-
-def average_ranks(x: Tensor, dim: int = 0) -> Tensor:
-    """Ranks 0..n−1 along ``dim``, ties sharing their average rank (float64)."""
-    x = x.movedim(dim, -1).double()
-    n = x.shape[-1]
-    order = torch.argsort(x, dim=-1, stable=True)
-    sorted_x = torch.gather(x, -1, order)
-    position = torch.arange(n, dtype=torch.float64).expand_as(x)
-    # Within a run of equal values every member gets the mean position of the run.
-    new_run = torch.ones_like(sorted_x, dtype=torch.bool)
-    new_run[..., 1:] = sorted_x[..., 1:] != sorted_x[..., :-1]
-    run_id = new_run.cumsum(-1) - 1
-    run_sum = torch.zeros_like(position).scatter_add_(-1, run_id, position)
-    run_len = torch.zeros_like(position).scatter_add_(-1, run_id, torch.ones_like(position))
-    mean_pos = torch.gather(run_sum / run_len.clamp_min(1), -1, run_id)
-    ranks = torch.empty_like(mean_pos).scatter_(-1, order, mean_pos)
-    return ranks.movedim(-1, dim)
-
-
-def pearson(a: Tensor, b: Tensor, dim: int = 0) -> Tensor:
-    """Pearson correlation along ``dim`` (float64); NaN where either side is constant."""
-    a, b = a.double(), b.double()
-    a = a - a.mean(dim, keepdim=True)
-    b = b - b.mean(dim, keepdim=True)
-    return (a * b).sum(dim) / (a.square().sum(dim) * b.square().sum(dim)).sqrt()
-
-
-def spearman(a: Tensor, b: Tensor, dim: int = 0) -> Tensor:
-    """Spearman rank correlation along ``dim`` (Pearson of average ranks)."""
-    return pearson(average_ranks(a, dim), average_ranks(b, dim), dim)
 
 
 def _variance_increase(s: SeedSamples) -> Tensor:

@@ -53,7 +53,8 @@ def test_exact_equals_converged_unrolling_on_glm():
         for part in (slice(0, 3), slice(3, 6)):
             want = got.delta[0][:, part]
             err = (unrolled[:, part] - want).abs().max() / want.abs().max()
-            assert err <= 1e-8, f"{curvature}, {measure.names[part][0]}: max |δ_UD − δ_IF| / max |δ_IF| = {err:.2e}"
+            assert err <= 1e-8, \
+                f"{curvature}, {measure.names[part][0]}: max |δ_UD − δ_IF| / max |δ_IF| = {err:.2e}"
 
 
 N, WD = 12, 1e-2

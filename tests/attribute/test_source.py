@@ -78,8 +78,8 @@ def test_recursion_matches_explicit_ekfac_matrices(data):
     segs = source.segments(recipe, member, 3)
     thetas = [source.average_weights(member, s.checkpoints) for s in segs]
     layers = find_layers(module)
-    curvs = kronecker.fit(module, thetas, {}, ens.data, layers, "empirical", "cross_entropy", [0] * 3, "ekfac", 256,
-                          loss_fn=recipe.loss_fn, weight_decay=WD)
+    curvs = kronecker.fit(module, thetas, {}, ens.data, layers, "empirical", "cross_entropy", [0] * 3, "ekfac",
+                          256, loss_fn=recipe.loss_fn, weight_decay=WD)
 
     def dense(curv, f):
         """The d × d matrix of V ↦ Q_S[f(Λ + λ_wd) ∘ (Q_SᵀVQ_A)]Q_Aᵀ on vec_row(W | b)."""
@@ -99,5 +99,5 @@ def test_recursion_matches_explicit_ekfac_matrices(data):
             lambda p, x, y: recipe.loss_fn(torch.func.functional_call(module, p, (x[None],)), y[None])[0]),
             in_dims=(None, 0, 0))(thetas[ell], ens.data.X, ens.data.y)
         delta = delta + flat(grads) @ dense(curvs[ell], source.psi(c)) @ u / N
-        u = dense(curvs[ell], lambda lam: torch.exp(-c * lam)) @ u
+        u = dense(curvs[ell], lambda lam, c=c: torch.exp(-c * lam)) @ u
     torch.testing.assert_close(got.delta[0], delta, rtol=1e-9, atol=1e-12)

@@ -91,7 +91,7 @@ def _system(seed=3, q=3):
 
 
 def test_exact_solves_and_pseudo_inverts():
-    prods, M, v = _system()
+    _, M, v = _system()
     lam = 0.1
     sol = solvers.exact(M, v, lam)
     assert torch.allclose(sol.x, torch.linalg.solve(M + lam * torch.eye(M.shape[0], dtype=M.dtype), v.T).T,
@@ -115,7 +115,7 @@ def test_cg_converges_to_exact_with_and_without_preconditioner():
 
 
 def test_cg_refuses_an_indefinite_operator():
-    prods, M, v = _system()
+    prods, _, v = _system()
     with pytest.raises(solvers.DivergenceError, match=r"cg diverged at iteration \d+: .*not positive definite"):
         solvers.cg(lambda x: -prods.full_flat(x), v, 0.0)
 
@@ -161,12 +161,12 @@ def test_astra_converges_to_exact():
 
 
 def test_astra_with_too_large_step_raises_naming_solver_iteration_residual():
-    prods, M, v = _system(q=1)
+    prods, _, v = _system(q=1)
     with pytest.raises(solvers.DivergenceError, match=r"astra diverged at iteration \d+: relative residual .* = "):
         solvers.astra(prods.minibatch_flat, prods.n, v, 0.1, lambda r: r, lr=100.0, iterations=50)
 
 
 def test_astra_default_step_needs_damping():
-    prods, M, v = _system(q=1)
+    prods, _, v = _system(q=1)
     with pytest.raises(ValueError, match="astra: the default step size lr = 0.1·λ needs damping"):
         solvers.astra(prods.minibatch_flat, prods.n, v, 0.0, lambda r: r)

@@ -1,12 +1,11 @@
 """Damaged run files: each is found by its checksum and recomputed from what it was derived from,
 giving the uninterrupted run's bytes, or, for an input nothing can recompute, one clear error."""
 
-import json
 import random
 from pathlib import Path
 
 import pytest
-from .faultkit import digests, every_file, write_config
+from .faultkit import digests, every_file
 
 from dtda import cli
 from dtda.rundir import RunDir

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from .faultkit import HERE, RESULTS, TIMEOUT_S, digests, dtda, every_file, write_config
+from .faultkit import HERE, TIMEOUT_S, digests, dtda, every_file, write_config
 
 from dtda import cli
 

@@ -5,23 +5,24 @@ import torch
 from synthetic import make_samples
 
 from dtda.samples import SeedSamples
-from dtda.stats.agreement import AGREEMENT, agreement, average_ranks, spearman
+from dtda.stats.agreement import AGREEMENT, agreement
+from dtda.stats.correlation import ranks, spearman
 
 
 def _brute_ranks(x: list[float]) -> list[float]:
-    """Average ranks by counting: rank = #smaller + (#equal − 1)/2."""
-    return [sum(y < v for y in x) + (sum(y == v for y in x) - 1) / 2 for v in x]
+    """Average ranks 1..n by counting: rank = 1 + #smaller + (#equal − 1)/2."""
+    return [1 + sum(y < v for y in x) + (sum(y == v for y in x) - 1) / 2 for v in x]
 
 
 @pytest.mark.parametrize("values", [[3.0, 1.0, 2.0], [1.0, 1.0, 1.0], [2.0, 5.0, 2.0, 0.0, 5.0, 5.0], [7.0]])
 def test_average_ranks_match_counting(values):
-    got = average_ranks(torch.tensor(values))
+    got = ranks(torch.tensor(values))
     assert got.tolist() == _brute_ranks(values)
 
 
 def test_average_ranks_along_a_dimension():
     x = torch.tensor([[1.0, 9.0], [1.0, 3.0], [0.0, 3.0]])
-    assert average_ranks(x, dim=0).T.tolist() == [_brute_ranks([1.0, 1.0, 0.0]), _brute_ranks([9.0, 3.0, 3.0])]
+    assert ranks(x, dim=0).T.tolist() == [_brute_ranks([1.0, 1.0, 0.0]), _brute_ranks([9.0, 3.0, 3.0])]
 
 
 def test_spearman_is_pearson_of_ranks_and_invariant_to_monotone_maps():
@@ -30,7 +31,7 @@ def test_spearman_is_pearson_of_ranks_and_invariant_to_monotone_maps():
     b = a + 0.5 * torch.randn(50, 3, generator=g, dtype=torch.float64)
     rho = spearman(a, b)
     assert torch.allclose(spearman(a.exp(), b ** 3), rho)
-    ra, rb = average_ranks(a), average_ranks(b)
+    ra, rb = ranks(a), ranks(b)
     n = a.shape[0]
     d2 = (ra - rb).square().sum(0)
     assert torch.allclose(rho, 1 - 6 * d2 / (n * (n * n - 1)))  # no ties: the textbook formula
