@@ -87,8 +87,9 @@ def _create(config: dict, out: str, args):
     from dtda.pipeline import Run
 
     if Path(out).exists() and not Path(out).is_dir():
-        raise cfgmod.ConfigError([f"--out: {out} is a file, not a run directory; give a directory path "
-                                  "(new or an existing run) or move the file away"], "command line")
+        problem = (f"--out: {out} is a file, not a run directory; give a directory path (new or an existing "
+                   "run) or move the file away")
+        raise cfgmod.ConfigError([problem], "command line")
     return Run.create(config, out, force=args.force, quiet=args.quiet)
 
 

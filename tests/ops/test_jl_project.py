@@ -6,7 +6,8 @@ import math
 
 import pytest
 import torch
-from harness import assert_close_to_reference, dtypes_for, half_implementations, implementations, noncontiguous, run, skip_unless_tiny
+from harness import (assert_close_to_reference, dtypes_for, half_implementations, implementations, noncontiguous,
+                     run, skip_unless_tiny)
 
 import dtda.ops
 from dtda import _native

@@ -129,8 +129,10 @@ def test_models_the_batched_path_cannot_take_fall_back_with_a_notice():
 
 def test_a_non_finite_seed_fails_alone_with_the_one_at_a_time_message():
     X, y = _data()
-    X[5] = float("nan")
-    recipe = _recipe(OPTIMIZERS["momentum-decay"], epochs=None, steps=2)
+    y = y.double()
+    y[5] = 1e300  # finite (NaN data is refused before training), but its squared error overflows
+    recipe = _recipe(OPTIMIZERS["momentum-decay"], epochs=None, steps=2, loss="mse",
+                     model=lambda: nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Dropout(0.3), nn.Linear(6, 1)))
     hit = [s for s in range(8) if 5 in torch.cat(recipe.batches(14, s)).tolist()]
     miss = [s for s in range(8) if s not in hit]
     seeds = [hit[0], miss[0]]
