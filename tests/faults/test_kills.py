@@ -64,7 +64,6 @@ def test_kill_while_renaming_the_report_leaves_a_temporary_that_the_resume_remov
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("DTDA_SLOW") != "1", reason="8 killed runs: opt in with DTDA_SLOW=1")
 @pytest.mark.parametrize("executor", ["local", "process"])
 @pytest.mark.parametrize("stage", STAGES)
 def test_kill_9_at_a_seeded_point_then_resume_is_identical(tmp_path, reference, executor, stage):
