@@ -168,35 +168,29 @@ def test_non_finite_npz_cell_names_row_and_column(tmp_path):
         sources.load(cfg)
 
 
-def test_data_function_that_raises(tmp_path, monkeypatch):
-    (tmp_path / "broken_data.py").write_text("def make():\n    raise KeyError('columns')\n")
+BAD_DATA_FUNCTIONS = {
+    "broken_data": ("def make():\n    raise KeyError('columns')\n",
+                    r"data.source 'broken_data:make' raised KeyError: 'columns'"),
+    "nan_data": ("import torch\n"
+                 "def make():\n"
+                 "    X = torch.randn(10, 2)\n"
+                 "    X[3, 1] = float('nan')\n"
+                 "    return (lambda: torch.nn.Linear(2, 1)), (X, X.sum(1)), (X[:2].nan_to_num(), X[:2].sum(1).nan_to_num())\n",
+                 r"nan_data:make train: X holds nan at \[3, 1\]"),
+    "neg_data": ("import torch\n"
+                 "def make():\n"
+                 "    X, y = torch.randn(10, 2), torch.arange(10) % 3\n"
+                 "    y[4] = -1\n"
+                 "    return (lambda: torch.nn.Linear(2, 3)), (X, y), (X[:3], y[:3].abs())\n",
+                 r"neg_data:make train: class label -1 at index 4 is negative"),
+}
+
+
+@pytest.mark.parametrize("module", sorted(BAD_DATA_FUNCTIONS))
+def test_a_data_function_that_raises_or_returns_bad_tensors(tmp_path, monkeypatch, module):
+    source, message = BAD_DATA_FUNCTIONS[module]
+    (tmp_path / f"{module}.py").write_text(source)
     monkeypatch.syspath_prepend(str(tmp_path))
-    cfg = config.validate({"data": {"source": "broken_data:make"}})["data"]
-    with pytest.raises(sources.DataError, match=r"data.source 'broken_data:make' raised KeyError: 'columns'"):
-        sources.load(cfg)
-
-
-def test_data_function_returning_bad_tensors(tmp_path, monkeypatch):
-    (tmp_path / "nan_data.py").write_text(
-        "import torch\n"
-        "def make():\n"
-        "    X = torch.randn(10, 2)\n"
-        "    X[3, 1] = float('nan')\n"
-        "    return (lambda: torch.nn.Linear(2, 1)), (X, X.sum(1)), (X[:2].nan_to_num(), X[:2].sum(1).nan_to_num())\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    cfg = config.validate({"data": {"source": "nan_data:make"}})["data"]
-    with pytest.raises(sources.DataError, match=r"nan_data:make train: X holds nan at \[3, 1\]"):
-        sources.load(cfg)
-
-
-def test_data_function_with_a_negative_class_label(tmp_path, monkeypatch):
-    (tmp_path / "neg_data.py").write_text(
-        "import torch\n"
-        "def make():\n"
-        "    X, y = torch.randn(10, 2), torch.arange(10) % 3\n"
-        "    y[4] = -1\n"
-        "    return (lambda: torch.nn.Linear(2, 3)), (X, y), (X[:3], y[:3].abs())\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    cfg = config.validate({"data": {"source": "neg_data:make"}})["data"]
-    with pytest.raises(sources.DataError, match=r"neg_data:make train: class label -1 at index 4 is negative"):
+    cfg = config.validate({"data": {"source": f"{module}:make"}})["data"]
+    with pytest.raises(sources.DataError, match=message):
         sources.load(cfg)
