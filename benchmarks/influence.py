@@ -31,12 +31,13 @@ from dtda.demo import config as demo_config
 from dtda.pipeline import Plan
 from dtda.stats.agreement import AGREEMENT, agreement
 from dtda.train import train_ensemble
+from dtda.train.ensemble import Ensemble
 
 METHODS = ("identity", "diagonal", "kfac", "ekfac", "cg", "lissa", "astra", "source")
 
 
 def _timed(fn, repeat: int):
-    """(result of the last call, median seconds over ``repeat`` calls)."""
+    """(result of the last call, median seconds over ``repeat`` calls; warm-up is the caller's)."""
     times, result = [], None
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -86,6 +87,9 @@ def main() -> None:
           f"T = {ens.members[0].record.steps} steps, {len(ens.members[0].record.checkpoints)} checkpoints, "
           f"K = {K} seeds, torch threads = {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}; "
           f"exact not run (d > {MAX_EXACT})", flush=True)
+    one = Ensemble(ens.recipe, ens.data, ens.members[:1])  # warm-up: first-call compilation is not timed
+    dtda.unroll(one, measure)
+    dtda.influence(one, measure, method="ekfac")
     reference, t_unroll = _timed(lambda: dtda.unroll(ens, measure), args.repeat)
     rows = [{"method": "unroll (reverse)", "s_per_seed": t_unroll / K, **_summary(reference, reference)}]
     print(f"{'method':<20}{'s/seed':>8}{'x unroll':>9}" + "".join(f"{k:>22}" for k in AGREEMENT), flush=True)
@@ -101,11 +105,11 @@ def main() -> None:
                      "options": options.get(method, {}), "damping": got.meta["damping"]["value"],
                      "residuals": residuals if any(r is not None for r in residuals) else None})
         show(rows[-1])
+        if args.json:  # after every method, so a long run keeps what it measured
+            with open(args.json, "w") as f:
+                json.dump({"K": K, "N": N, "Q": len(plan.test_index), "d": params, "rows": rows,
+                           "threads": torch.get_num_threads(), "load_average": os.getloadavg()[0]}, f, indent=1)
     print(f"load average after: {os.getloadavg()[0]:.1f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"K": K, "N": N, "Q": len(plan.test_index), "d": params, "rows": rows,
-                       "threads": torch.get_num_threads()}, f, indent=1)
 
 
 if __name__ == "__main__":
