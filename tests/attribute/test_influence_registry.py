@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import dtda
-import dtda.measure as M
 import dtda.train as T
 from dtda.attribute.influence import METHODS
 from dtda.train.ensemble import Ensemble
@@ -26,14 +25,6 @@ def _recipe(loss="cross_entropy"):
     return T.Recipe(lambda: nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)), loss,
                     T.SGD(0.2, momentum=0.5, weight_decay=WD), batch_size=4, epochs=3, checkpoint_every=3,
                     dtype=torch.float64)
-
-
-@pytest.fixture(scope="module")
-def data():
-    gen = torch.Generator().manual_seed(1)
-    X = torch.randn(N + 2, 3, generator=gen, dtype=torch.float64)
-    y = torch.randint(0, 3, (N + 2,), generator=gen)
-    return (X[:N], y[:N]), M.loss(X[N:], y[N:])
 
 
 @pytest.fixture(scope="module")
