@@ -99,7 +99,8 @@ def main() -> None:
               + "".join(f"{row[k]:>22.3f}" for k in AGREEMENT), flush=True)
     show(rows[0])
     for method in args.methods:
-        got, t = _timed(lambda: dtda.influence(ens, measure, method=method, **options.get(method, {})), args.repeat)
+        got, t = _timed(lambda name=method: dtda.influence(ens, measure, method=name, **options.get(name, {})),
+                        args.repeat)
         residuals = [s.get("residual") for s in got.meta["seeds"] if isinstance(s, dict)]
         rows.append({"method": f"influence-{method}", "s_per_seed": t / K, **_summary(reference, got),
                      "options": options.get(method, {}), "damping": got.meta["damping"]["value"],
