@@ -21,7 +21,8 @@ register with :func:`register`.
 Damping λ: a number ≥ 0; ``"heuristic"`` (Kronecker methods: 0.1 × the mean eigenvalue of F per
 layer, Kronfluence's default; others: 0.1·tr(F)/d over the d covered parameters);
 ``"training-time"`` (PAPER §4.3, the default): λ = (1 − μ)/Σ_t η_t over the member's T steps, the
-value for which the IF is the limit of unrolling (SGD only).
+value for which the IF is the limit of unrolling (SGD only). Each method declares at registration
+what it does with λ and whether it uses the sampled Fisher (:func:`register`).
 """
 
 from __future__ import annotations
@@ -294,8 +295,11 @@ def influence(ensemble, measure, method: str = "ekfac", damping: float | str = "
     solver_options: ``batch_size`` (streaming, default 256), ``query_rank`` (None) and the method's own.
 
     Returns :class:`SeedSamples` with m [K, Q], δ [K, N, Q] and method "influence-<name>"; meta
-    records the damping, Fisher, covered modules and parameters, N and each seed's method meta.
-    Every argument is checked before any work.
+    records the damping the method used (see :data:`DAMPING_USES`; SOURCE's built-in 1/c per
+    segment, with the requested rule as "ignored"), the Fisher kind where something used it
+    ("fisher_used_for": "method" and/or "damping"; the Fisher is checked against the loss only
+    then), covered modules and parameters, N and each seed's method meta. Every argument is
+    checked before any work.
     """
     if method not in METHODS:
         raise ValueError(f"influence: method must be one of {sorted(METHODS)}, got {method!r}")
