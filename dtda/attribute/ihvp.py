@@ -75,6 +75,9 @@ def ekfac_preconditioner(ctx: SeedContext, prods: Products, damping: float):
         raise ValueError("influence: the EK-FAC preconditioner (Λ + λ_wd + λ̃)⁻¹ needs λ̃ + λ_wd > 0, got "
                          f"λ̃ = {damping!r} and weight decay {ctx.weight_decay!r}; pass a positive damping")
     curvature = ctx.kronecker
+    if curvature is None:
+        raise ValueError("influence: the EK-FAC preconditioner needs the seed's prefit EK-FAC; register the "
+                         "method with kronecker='ekfac' (or a function of its options returning 'ekfac')")
     return lambda r: prods.flatten(curvature.solve(prods.unflatten(r), damping))
 
 
