@@ -7,13 +7,15 @@ the covered parameters, with the solver's iterations and final relative residual
 - ``exact``: the explicit float64 matrix (d ≤ ``MAX_EXACT`` covered parameters) and an
   eigendecomposition; λ = 0 is the pseudo-inverse. The test oracle.
 - ``cg``: conjugate gradients on full-data products; ``precondition="ekfac"`` uses the EK-FAC solve
-  (H_EKFAC + λI)⁻¹ of the same seed as preconditioner.
+  (H_EKFAC + λI)⁻¹ of the same seed as preconditioner (prefit by the core, all seeds together).
 - ``lissa``: the Neumann series on minibatch products (``batch_size`` indices drawn with
   replacement per iteration); ``alpha=None`` takes 0.5/(λ̂_max + λ) from 20 power iterations on
   full-data products.
 - ``astra``: EK-FAC-preconditioned SGD on minibatch products, ASTRA's settings by default.
 
 Options ``curvature`` ("ggn", the default, or "hessian") pick the products (ASTRA uses the GGN).
+``exact``, ``lissa`` and ``cg`` without preconditioner never use the sampled Fisher (a custom loss
+works with any ``fisher``); ASTRA and preconditioned CG use it for the EK-FAC preconditioner only.
 The common option ``batch_size`` is both the streaming batch of full-data passes and the
 minibatch of LiSSA and ASTRA (capped at N).
 """
@@ -25,7 +27,7 @@ import math
 import torch
 
 from dtda.attribute.influence import MethodResult, SeedContext, register
-from dtda.curvature import kronecker, solvers
+from dtda.curvature import solvers
 from dtda.curvature.products import KINDS, Products
 from dtda.train.optim import Params
 
@@ -67,19 +69,23 @@ def _like(u: Params, ref: Params) -> Params:
 
 
 def ekfac_preconditioner(ctx: SeedContext, prods: Products, damping: float):
-    """(H_EKFAC + λ̃I)⁻¹ on flat directions [Q, d], the seed's EK-FAC (prefit or fitted here)."""
+    """(H_EKFAC + λ̃I)⁻¹ on flat directions [Q, d], the seed's EK-FAC prefit by the core (all seeds
+    fitted together: the method registers ``kronecker="ekfac"`` when it preconditions)."""
     if not damping + ctx.weight_decay > 0:
         raise ValueError("influence: the EK-FAC preconditioner (Λ + λ_wd + λ̃)⁻¹ needs λ̃ + λ_wd > 0, got "
                          f"λ̃ = {damping!r} and weight decay {ctx.weight_decay!r}; pass a positive damping")
     curvature = ctx.kronecker
     if curvature is None:
-        curvature = kronecker.fit(ctx.module, [ctx.params], ctx.buffers, ctx.data, ctx.layers, ctx.fisher,
-                                  ctx.recipe.loss_name, [ctx.generator_seed], "ekfac", ctx.batch_size,
-                                  loss_fn=ctx.recipe.loss_fn, weight_decay=ctx.weight_decay)[0]
+        raise ValueError("influence: the EK-FAC preconditioner needs the seed's prefit EK-FAC; register the "
+                         "method with kronecker='ekfac' (or a function of its options returning 'ekfac')")
     return lambda r: prods.flatten(curvature.solve(prods.unflatten(r), damping))
 
 
-@register("exact", options={"curvature": "ggn"})
+def _cg_preconditioned(options: dict) -> bool:
+    return options["precondition"] == "ekfac"
+
+
+@register("exact", options={"curvature": "ggn"}, uses_fisher=False)
 def exact(ctx: SeedContext, grad_m: Params, options: dict) -> MethodResult:
     kind = _curvature("exact", options)
     prods = products(ctx, kind, torch.float64)
@@ -92,7 +98,8 @@ def exact(ctx: SeedContext, grad_m: Params, options: dict) -> MethodResult:
                         {"curvature": kind, "dim": prods.dim, **sol.meta()})
 
 
-@register("cg", options={"curvature": "ggn", "max_iter": 200, "tol": 1e-6, "precondition": None})
+@register("cg", options={"curvature": "ggn", "max_iter": 200, "tol": 1e-6, "precondition": None},
+          kronecker=lambda o: "ekfac" if _cg_preconditioned(o) else None, uses_fisher=_cg_preconditioned)
 def cg(ctx: SeedContext, grad_m: Params, options: dict) -> MethodResult:
     kind = _curvature("cg", options)
     max_iter = _count("cg", "max_iter", options["max_iter"])
@@ -101,14 +108,14 @@ def cg(ctx: SeedContext, grad_m: Params, options: dict) -> MethodResult:
         raise ValueError(f"influence: method 'cg': precondition must be None or 'ekfac', got "
                          f"{options['precondition']!r}")
     prods = products(ctx, kind)
-    pre = ekfac_preconditioner(ctx, prods, ctx.damping) if options["precondition"] == "ekfac" else None
+    pre = ekfac_preconditioner(ctx, prods, ctx.damping) if _cg_preconditioned(options) else None
     sol = solvers.cg(prods.full_flat, prods.flatten(grad_m), ctx.damping, max_iter=max_iter, tol=tol,
                      precondition=pre)
     return MethodResult([(ctx.params, _like(prods.unflatten(sol.x), grad_m))],
                         {"curvature": kind, "precondition": options["precondition"], **sol.meta()})
 
 
-@register("lissa", options={"curvature": "ggn", "alpha": None, "iterations": 1000, "repeats": 1})
+@register("lissa", options={"curvature": "ggn", "alpha": None, "iterations": 1000, "repeats": 1}, uses_fisher=False)
 def lissa(ctx: SeedContext, grad_m: Params, options: dict) -> MethodResult:
     kind = _curvature("lissa", options)
     alpha = _positive("lissa", "alpha", options["alpha"], allow_none=True)

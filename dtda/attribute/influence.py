@@ -21,7 +21,8 @@ register with :func:`register`.
 Damping λ: a number ≥ 0; ``"heuristic"`` (Kronecker methods: 0.1 × the mean eigenvalue of F per
 layer, Kronfluence's default; others: 0.1·tr(F)/d over the d covered parameters);
 ``"training-time"`` (PAPER §4.3, the default): λ = (1 − μ)/Σ_t η_t over the member's T steps, the
-value for which the IF is the limit of unrolling (SGD only).
+value for which the IF is the limit of unrolling (SGD only). Each method declares at registration
+what it does with λ and whether it uses the sampled Fisher (:func:`register`).
 """
 
 from __future__ import annotations
@@ -66,14 +67,15 @@ class SeedContext:
     names: list[str]            # covered parameter names (the ones scores and u live on)
     layers: list[Layer]         # covered layers
     data: Data                  # training data, true labels
-    damping: float              # λ ≥ 0 resolved (0 for undamped methods)
-    layer_damping: dict | None  # per-layer λ (layer name -> λ) for Kronecker methods under "heuristic"
+    damping: float              # λ ≥ 0 resolved (0 where the method takes none or builds its own in)
+    layer_damping: dict | None  # per-layer λ (layer name -> λ) for damping="layer" methods under "heuristic"
     weight_decay: float         # λ_wd, part of H (SGD weight decay; 0 for AdamW)
     fisher: str                 # "true" | "empirical"
     batch_size: int             # streaming batch size of data passes
     kronecker: object | None    # prefit KroneckerCurvature when the method asked for one
     generator_seed: int         # seed of any sampling the method does (from the member's seed)
     diagonal: Params | None = None  # diag F when already computed (the "heuristic" damping's pass)
+    state: object | None = None     # the method's prefit state for this seed (see register's prefit)
 
     def fisher_diagonal(self) -> Params:
         """diag F over the covered parameters (float64), computed once."""
@@ -95,38 +97,73 @@ class MethodResult:
 Method = Callable[[SeedContext, Params, dict], MethodResult]
 
 
+#: What a method does with the damping λ: "layer" (one λ per layer under "heuristic": the Kronecker
+#: methods), "global" (one λ), "none" (no curvature, no damping) or "built-in" (the method damps by
+#: its own construction, as SOURCE's 1/c per segment, and returns those values in its meta's
+#: ``"damping"``; the requested rule is recorded as ignored).
+DAMPING_USES = ("layer", "global", "none", "built-in")
+
+Prefit = Callable[[list[SeedContext], dict], list]
+
+
 @dataclass(frozen=True)
 class _Registered:
     fn: Method
-    kronecker: str | None
+    kronecker: str | None | Callable[[dict], str | None]
     options: dict
-    damped: bool
+    damping: str
+    uses_fisher: bool | Callable[[dict], bool]
+    prefit: Prefit | None
+
+    def kronecker_kind(self, options: dict) -> str | None:
+        """The Kronecker curvature to prefit for these options (None: none)."""
+        return self.kronecker(options) if callable(self.kronecker) else self.kronecker
+
+    def fisher_uses(self, options: dict, rule) -> list[str]:
+        """What the sampled Fisher is used for with these options and damping rule: "method" (its
+        curvature or preconditioner) and/or "damping" (the "heuristic" rule's 0.1·tr(F)/d)."""
+        uses = []
+        if self.uses_fisher(options) if callable(self.uses_fisher) else self.uses_fisher:
+            uses.append("method")
+        if rule == "heuristic" and self.damping in ("layer", "global"):
+            uses.append("damping")
+        return uses
 
 
 METHODS: dict[str, _Registered] = {}
 
 
-def register(name: str, *, kronecker: str | None = None, options: dict[str, object] | None = None,
-             damped: bool = True):
+def register(name: str, *, kronecker: str | None | Callable[[dict], str | None] = None,
+             options: dict[str, object] | None = None, damping: str = "global",
+             uses_fisher: bool | Callable[[dict], bool] = True, prefit: Prefit | None = None):
     """Decorator registering ``fn(ctx, grad_m, options) -> MethodResult`` as method ``name``.
 
-    kronecker: None, "kfac" or "ekfac": the curvature to prefit (all seeds together) into
-    ``ctx.kronecker``. options: the method's option names -> defaults (unknown ones raise before
-    work). damped: False for methods without curvature (no damping or Fisher resolved).
+    kronecker: None, "kfac" or "ekfac" (or a function of the method's options giving one): the
+    curvature to prefit, all seeds together, into ``ctx.kronecker``. options: the method's option
+    names -> defaults (unknown ones raise before work). damping: one of :data:`DAMPING_USES`.
+    uses_fisher: whether the method's curvature (or preconditioner) is the sampled Fisher of
+    ``fisher=`` (or a function of its options saying so); methods on GGN or Hessian products
+    say False, and a custom loss then works with any ``fisher``. prefit: ``(contexts, options)
+    -> [state per seed]``, run once for all seeds after every context is built and before the
+    per-seed calls (e.g. curvature at several parameter points fitted for all seeds in one
+    ``kronecker.fit``); each state lands in ``ctx.state``. It validates the options first.
     """
-    if kronecker not in (None, "kfac", "ekfac"):
-        raise ValueError(f"register: kronecker must be None, 'kfac' or 'ekfac', got {kronecker!r}")
+    if not callable(kronecker) and kronecker not in (None, "kfac", "ekfac"):
+        raise ValueError(f"register: kronecker must be None, 'kfac', 'ekfac' or a function of the options, "
+                         f"got {kronecker!r}")
+    if damping not in DAMPING_USES:
+        raise ValueError(f"register: damping must be one of {DAMPING_USES}, got {damping!r}")
     clash = set(options or {}) & set(COMMON_OPTIONS)
     if clash:
         raise ValueError(f"register: options {sorted(clash)} are common to every method")
 
     def decorate(fn: Method) -> Method:
-        METHODS[name] = _Registered(fn, kronecker, dict(options or {}), damped)
+        METHODS[name] = _Registered(fn, kronecker, dict(options or {}), damping, uses_fisher, prefit)
         return fn
     return decorate
 
 
-@register("identity", damped=False)
+@register("identity", damping="none", uses_fisher=False)
 def _identity(ctx: SeedContext, grad_m: Params, options: dict) -> MethodResult:
     return MethodResult([(ctx.params, grad_m)])
 
@@ -142,8 +179,8 @@ def _kronecker(ctx: SeedContext, grad_m: Params, options: dict) -> MethodResult:
     return MethodResult([(ctx.params, ctx.kronecker.solve(grad_m, ctx.layer_damping or ctx.damping))])
 
 
-register("kfac", kronecker="kfac")(_kronecker)
-register("ekfac", kronecker="ekfac")(_kronecker)
+register("kfac", kronecker="kfac", damping="layer")(_kronecker)
+register("ekfac", kronecker="ekfac", damping="layer")(_kronecker)
 
 
 def _check_options(method: str, spec: _Registered, given: dict) -> dict:
@@ -187,19 +224,33 @@ def training_time_damping(recipe: Recipe, steps: int) -> float:
 
 
 def _resolve_damping(rule: float | str, ctx: SeedContext, spec: _Registered) -> None:
-    """Set ctx.damping (and ctx.layer_damping for Kronecker methods under "heuristic")."""
-    if not spec.damped:
+    """Set ctx.damping (and ctx.layer_damping for damping="layer" methods under "heuristic")."""
+    if spec.damping in ("none", "built-in"):
         ctx.damping = 0.0
     elif rule == "training-time":
         ctx.damping = training_time_damping(ctx.recipe, ctx.member.record.steps)
     elif rule == "heuristic" and ctx.kronecker is not None:
         lams = ctx.kronecker.eigenvalues()
-        ctx.layer_damping = {name: 0.1 * float(lam.mean()) for name, lam in lams.items()}
+        if spec.damping == "layer":
+            ctx.layer_damping = {name: 0.1 * float(lam.mean()) for name, lam in lams.items()}
         ctx.damping = 0.1 * float(sum(lam.sum() for lam in lams.values())) / _count(ctx)
     elif rule == "heuristic":
         ctx.damping = 0.1 * float(sum(v.sum() for v in ctx.fisher_diagonal().values())) / _count(ctx)
     else:
         ctx.damping = float(rule)
+
+
+def _damping_meta(rule: float | str, spec: _Registered, dampings: list, layer_dampings: list,
+                  metas: list[dict]) -> dict:
+    """meta["damping"]: the rule and the values the method actually used (per seed)."""
+    requested = rule if isinstance(rule, str) else "number"
+    if spec.damping == "none":
+        return {"rule": None, "value": None, "layers": None}
+    if spec.damping == "built-in":
+        return {"rule": "built-in", "value": [meta.get("damping") for meta in metas], "layers": None,
+                "ignored": rule}
+    return {"rule": requested, "value": dampings,
+            "layers": layer_dampings if any(d is not None for d in layer_dampings) else None}
 
 
 def _count(ctx: SeedContext) -> int:
@@ -244,21 +295,27 @@ def influence(ensemble, measure, method: str = "ekfac", damping: float | str = "
     solver_options: ``batch_size`` (streaming, default 256), ``query_rank`` (None) and the method's own.
 
     Returns :class:`SeedSamples` with m [K, Q], δ [K, N, Q] and method "influence-<name>"; meta
-    records the damping, Fisher, covered modules and parameters, N and each seed's method meta.
-    Every argument is checked before any work. The K seeds share one architecture instance (its
-    buffers, taken from the first seed's build, are treated as constants); Kronecker curvature is
-    fitted for all seeds in one call (data passes per seed, eigendecompositions batched).
+    records the damping the method used (see :data:`DAMPING_USES`; SOURCE's built-in 1/c per
+    segment, with the requested rule as "ignored"), the Fisher kind where something used it
+    ("fisher_used_for": "method" and/or "damping"; the Fisher is checked against the loss only
+    then), covered modules and parameters, N and each seed's method meta. Every argument is
+    checked before any work.
+    The K seeds share one architecture instance (its buffers, taken from the first seed's build, are
+    treated as constants); Kronecker curvature is fitted for all seeds in one call (data passes per
+    seed, eigendecompositions batched).
     """
     if method not in METHODS:
         raise ValueError(f"influence: method must be one of {sorted(METHODS)}, got {method!r}")
     spec = METHODS[method]
     options = _check_options(method, spec, solver_options)
+    method_options = {k: options[k] for k in spec.options}
     rule = _check_damping(damping)
     recipe = ensemble.recipe
-    if spec.damped:
+    fisher_uses = spec.fisher_uses(method_options, rule)
+    if fisher_uses:
         fisher_mod.check_fisher(fisher, recipe.loss_name)
-        if rule == "training-time":
-            training_time_damping(recipe, 1)  # raises for optimisers without the rule
+    if rule == "training-time" and spec.damping in ("layer", "global"):
+        training_time_damping(recipe, 1)  # raises for optimisers without the rule
     data = ensemble.data if train is None else as_data(train, recipe.dtype, recipe.loss_name)
     measure = as_measurement(measure)
     members = list(ensemble.members)
@@ -267,35 +324,34 @@ def influence(ensemble, measure, method: str = "ekfac", damping: float | str = "
     names = [k for layer in layers for k in layer.parameters]
     buffers = dict(module.named_buffers())
     weight_decay = recipe.optimizer.weight_decay if isinstance(recipe.optimizer, SGD) else 0.0
-    generator_seeds = [stream_seed(m.seed, "fisher") for m in members]
-    curvatures = [None] * len(members)
-    if spec.kronecker is not None:
+    contexts = [SeedContext(m.seed, recipe, m, module, m.params, buffers, names, layers, data, 0.0, None,
+                            weight_decay, fisher, options["batch_size"], None, stream_seed(m.seed, "fisher"))
+                for m in members]
+    states = spec.prefit(contexts, method_options) if spec.prefit is not None else [None] * len(contexts)
+    kind = spec.kronecker_kind(method_options)
+    if kind is not None:
         curvatures = fit(module, [m.params for m in members], buffers, data, layers, fisher, recipe.loss_name,
-                         generator_seeds, spec.kronecker, options["batch_size"], loss_fn=recipe.loss_fn,
-                         weight_decay=weight_decay)
-    method_options = {k: options[k] for k in spec.options}
-    ms, deltas, dampings, layer_dampings, metas = [], [], [], [], []
-    for member, curvature, gen_seed in zip(members, curvatures, generator_seeds):
-        ctx = SeedContext(member.seed, recipe, member, module, member.params, buffers, names, layers, data,
-                          0.0, None, weight_decay, fisher, options["batch_size"], curvature, gen_seed)
+                         [ctx.generator_seed for ctx in contexts], kind, options["batch_size"],
+                         loss_fn=recipe.loss_fn, weight_decay=weight_decay)
+        for ctx, curvature in zip(contexts, curvatures):
+            ctx.kronecker = curvature
+    ms, deltas, metas = [], [], []
+    for ctx, state in zip(contexts, states):
+        ctx.state = state
         _resolve_damping(rule, ctx, spec)
-        step = Step(recipe, module, member.seed, member.record.steps)
-        m, grad_m = measurement_gradient(step, measure, member.params)
+        step = Step(recipe, module, ctx.seed, ctx.member.record.steps)
+        m, grad_m = measurement_gradient(step, measure, ctx.params)
         result = spec.fn(ctx, {k: grad_m[k] for k in names}, method_options)
         ms.append(m)
         deltas.append(score(ctx, result.terms, options["query_rank"]))
-        dampings.append(ctx.damping)
-        layer_dampings.append(ctx.layer_damping)
         metas.append(result.meta)
     m = torch.stack(ms)
     meta = {"recipe": recipe.describe(), "method": method, "options": options,
-            "damping": {"rule": rule if isinstance(rule, str) and spec.damped else
-                        ("number" if spec.damped else None),
-                        "value": dampings if spec.damped else None,
-                        "layers": layer_dampings if any(d is not None for d in layer_dampings) else None},
-            "weight_decay": weight_decay, "fisher": fisher if spec.damped else None,
+            "damping": _damping_meta(rule, spec, [ctx.damping for ctx in contexts],
+                                     [ctx.layer_damping for ctx in contexts], metas),
+            "weight_decay": weight_decay, "fisher": fisher if fisher_uses else None, "fisher_used_for": fisher_uses,
             "modules": [layer.name for layer in layers], "parameters": names,
             "uncovered": [k for k in members[0].params if k not in names],
             "N": len(data), "seeds": metas}
-    return SeedSamples(m=m, delta=torch.stack(deltas), seeds=[mem.seed for mem in members],
+    return SeedSamples(m=m, delta=torch.stack(deltas), seeds=[ctx.seed for ctx in contexts],
                        names=measure.names_for(m.shape[1]), method=f"influence-{method}", meta=meta)

@@ -12,8 +12,10 @@ S̄_ℓ = exp(−c_ℓH̄_ℓ), both applied in H̄_ℓ's EK-FAC eigenbasis (``K
     δ^SRC(k) = (1/N) Σ_ℓ ⟨ψ_ℓ(H̄_ℓ)u_ℓ, ḡ_ℓ(k)⟩
 
 so the method returns one term per segment (per checkpoint with ``average="checkpoints"``) and
-the core scores them. The segments' EK-FACs are fitted together (one ``kronecker.fit`` call).
-SOURCE's damping is built in (ψ_ℓ(λ) ≈ 1/(λ + 1/c_ℓ)); the resolved ``damping`` is not used.
+the core scores them. The EK-FACs of every seed's segments are fitted together, K·L parameter
+points in one ``kronecker.fit`` call (the registered ``prefit``, run before the per-seed calls).
+SOURCE's damping is built in (ψ_ℓ(λ) ≈ 1/(λ + 1/c_ℓ)): the requested ``damping`` is ignored and
+the run's meta records the 1/c_ℓ per segment as the damping used.
 ψ_ℓ → 1/λ as c_ℓ → ∞, so L = 1 with c → ∞ is the EK-FAC IF at λ = 0.
 
 Segments: with the checkpoint steps 0 = t_0 < t_1 < … < t_M = T (``checkpoint_every`` C), segment
@@ -94,23 +96,48 @@ def decay(c: float):
     return lambda lam: torch.exp(-c * lam)
 
 
-@register("source", options={"segments": 3, "average": "weights"})
-def source(ctx: SeedContext, grad_m: Params, options: dict) -> MethodResult:
+def _check(options: dict) -> None:
     count = options["segments"]
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"influence: method 'source': segments must be a positive int (L), got {count!r}")
     if options["average"] not in AVERAGES:
         raise ValueError(f"influence: method 'source': average must be one of {AVERAGES}, got "
                          f"{options['average']!r}")
-    segs = segments(ctx.recipe, ctx.member, count)
-    thetas = [average_weights(ctx.member, seg.checkpoints) for seg in segs]
-    curvatures = kronecker.fit(ctx.module, thetas, ctx.buffers, ctx.data, ctx.layers, ctx.fisher,
-                               ctx.recipe.loss_name, [ctx.generator_seed] * count, "ekfac", ctx.batch_size,
-                               loss_fn=ctx.recipe.loss_fn, weight_decay=ctx.weight_decay)
+
+
+@dataclass
+class Fitted:
+    """One seed's segments, their averaged weights θ̄_ℓ and EK-FACs H̄_ℓ."""
+
+    segments: list[Segment]
+    thetas: list[Params]
+    curvatures: list[kronecker.KroneckerCurvature]
+
+
+def prefit(contexts: list[SeedContext], options: dict) -> list[Fitted]:
+    """Every seed's segments checked, then the EK-FACs of all K seeds × L segments fitted in one
+    ``kronecker.fit`` (one batched float64 eigendecomposition per matrix size)."""
+    _check(options)
+    count = options["segments"]
+    segs = [segments(ctx.recipe, ctx.member, count) for ctx in contexts]
+    thetas = [[average_weights(ctx.member, seg.checkpoints) for seg in per_seed]
+              for ctx, per_seed in zip(contexts, segs)]
+    first = contexts[0]
+    curvatures = kronecker.fit(first.module, [t for per_seed in thetas for t in per_seed], first.buffers, first.data,
+                               first.layers, first.fisher, first.recipe.loss_name,
+                               [ctx.generator_seed for ctx in contexts for _ in range(count)], "ekfac",
+                               first.batch_size, loss_fn=first.recipe.loss_fn, weight_decay=first.weight_decay)
+    return [Fitted(segs[s], thetas[s], curvatures[s * count:(s + 1) * count]) for s in range(len(contexts))]
+
+
+@register("source", options={"segments": 3, "average": "weights"}, damping="built-in", prefit=prefit)
+def source(ctx: SeedContext, grad_m: Params, options: dict) -> MethodResult:
+    fitted: Fitted = ctx.state
+    segs, thetas = fitted.segments, fitted.thetas
     terms: list[tuple[Params, Params]] = []
     u = grad_m
-    for ell in reversed(range(count)):
-        seg, curvature = segs[ell], curvatures[ell]
+    for ell in reversed(range(len(segs))):
+        seg, curvature = segs[ell], fitted.curvatures[ell]
         scaled = curvature.apply(u, psi(seg.c))
         if options["average"] == "weights":
             terms.append((thetas[ell], scaled))
@@ -119,7 +146,7 @@ def source(ctx: SeedContext, grad_m: Params, options: dict) -> MethodResult:
             terms.extend((ctx.member.record.checkpoints[t][0], share) for t in seg.checkpoints)
         if ell > 0:
             u = curvature.apply(u, decay(seg.c))
-    meta = {"segments": [{"steps": [seg.start, seg.stop], "checkpoints": list(seg.checkpoints), "c": seg.c,
-                          "implicit_damping": 1.0 / seg.c} for seg in segs],
-            "average": options["average"], "damping_used": False}
+    meta = {"segments": [{"steps": [seg.start, seg.stop], "checkpoints": list(seg.checkpoints), "c": seg.c}
+                         for seg in segs],
+            "average": options["average"], "damping": [1.0 / seg.c for seg in segs]}
     return MethodResult(terms, meta)

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 import dtda
-import dtda.measure as M
 import dtda.train as T
 from dtda.attribute import source
 from dtda.curvature import find_layers, kronecker
@@ -22,14 +21,6 @@ def _recipe(**kw):
     kw.setdefault("optimizer", T.SGD(0.2, momentum=0.5, weight_decay=WD))
     kw.setdefault("epochs", 3)
     return T.Recipe(lambda: nn.Linear(3, 3), "cross_entropy", batch_size=4, dtype=torch.float64, **kw)
-
-
-@pytest.fixture(scope="module")
-def data():
-    gen = torch.Generator().manual_seed(0)
-    X = torch.randn(N + 2, 3, generator=gen, dtype=torch.float64)
-    y = torch.randint(0, 3, (N + 2,), generator=gen)
-    return (X[:N], y[:N]), M.loss(X[N:], y[N:])
 
 
 def test_segments_split_checkpoints_and_scale_by_momentum():
