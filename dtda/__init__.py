@@ -19,7 +19,7 @@ from dtda.samples import SeedSamples  # noqa: E402
 from dtda.stats import Distributional, distributional  # noqa: E402
 from dtda import measure  # noqa: E402
 from dtda.train import SGD, AdamW, Ensemble, Recipe, retrain, train_ensemble  # noqa: E402
-from dtda.attribute import unroll  # noqa: E402
+from dtda.attribute import influence, unroll  # noqa: E402
 
 __all__ = ["ops", "__version__", "SeedSamples", "Distributional", "distributional", "measure", "Recipe",
-           "SGD", "AdamW", "Ensemble", "train_ensemble", "retrain", "unroll"]
+           "SGD", "AdamW", "Ensemble", "train_ensemble", "retrain", "unroll", "influence"]

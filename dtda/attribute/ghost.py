@@ -15,30 +15,23 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-import dtda.ops as ops
+from dtda.curvature.capture import Layer, factors_of, recording
+from dtda.curvature.capture import scores as capture_scores
 from dtda.train.optim import Params
 from dtda.train.step import Step
 
 
-@dataclass(frozen=True)
-class LinearLayer:
-    module: nn.Module
-    weight: str
-    bias: str | None
-
-
-def linear_layers(module: nn.Module, names) -> list[LinearLayer] | None:
+def linear_layers(module: nn.Module, names) -> list[Layer] | None:
     """The Linear layers holding every parameter in ``names``, or None if any is elsewhere."""
     layers, covered = [], set()
     for prefix, sub in module.named_modules():
         if isinstance(sub, nn.Linear):
             pre = f"{prefix}." if prefix else ""
-            weight = pre + "weight"
-            bias = pre + "bias" if sub.bias is not None else None
-            if weight not in names or (bias is not None and bias not in names):
+            layer = Layer(prefix, sub, pre + "weight", pre + "bias" if sub.bias is not None else None)
+            if any(p not in names for p in layer.parameters):
                 return None  # tied or frozen parameters: let the generic route handle them
-            layers.append(LinearLayer(sub, weight, bias))
-            covered.update([weight] + ([bias] if bias else []))
+            layers.append(layer)
+            covered.update(layer.parameters)
     return layers if covered == set(names) and layers else None
 
 
@@ -77,54 +70,23 @@ class Factors:
         return hu, (cols[-1] if self.weights is not None else None)
 
 
-def capture(step: Step, layers: list[LinearLayer], params: Params, x: Tensor, y: Tensor,
+def capture(step: Step, layers: list[Layer], params: Params, x: Tensor, y: Tensor,
             w: Tensor, t: int, weights_leaf: bool = False) -> Factors:
     """One eager forward, then d = ∇_θL_t with its graph and, for each of ``layers`` (may be
     empty), its (a, g) with g_nt = ∂ℓ_n/∂y_nt (unweighted). ``weights_leaf`` makes w_B a leaf
     of the graph (for :meth:`Factors.hvp`'s weight cotangents)."""
-    calls: dict[int, list[tuple[Tensor, Tensor]]] = {i: [] for i in range(len(layers))}
-    handles = [layer.module.register_forward_hook(
-        lambda mod, inp, out, i=i: calls[i].append((inp[0], out))) for i, layer in enumerate(layers)]
-    try:
-        with torch.enable_grad():
-            leaves = {k: p.detach().requires_grad_() for k, p in params.items()}
-            weights = w.detach().requires_grad_() if weights_leaf else None
-            total, losses = step.objective(leaves, x, y, weights if weights_leaf else w, t)
-            outs = [out for i in range(len(layers)) for _, out in calls[i]]
-            gs = iter(torch.autograd.grad(losses.sum(), outs, retain_graph=True, allow_unused=True)
-                      if outs else ())
-            grads = dict(zip(leaves, torch.autograd.grad(total, list(leaves.values()), create_graph=True)))
-    finally:
-        for h in handles:
-            h.remove()
-    B = x.shape[0]
-    a_all, g_all = [], []
-    for i, layer in enumerate(layers):
-        a_parts, g_parts = [], []
-        for inp, out in calls[i]:
-            g = next(gs)
-            g = torch.zeros_like(out) if g is None else g
-            a = inp.detach().reshape(B, -1, inp.shape[-1])
-            if layer.bias is not None:
-                a = torch.cat([a, a.new_ones(a.shape[:-1] + (1,))], dim=-1)
-            a_parts.append(a)
-            g_parts.append(g.reshape(B, -1, g.shape[-1]))
-        if not a_parts:  # layer unused in this forward pass: no gradient through it
-            weight = params[layer.weight]
-            a_parts = [weight.new_zeros(B, 1, weight.shape[1] + (layer.bias is not None))]
-            g_parts = [weight.new_zeros(B, 1, weight.shape[0])]
-        a_all.append(torch.cat(a_parts, 1))
-        g_all.append(torch.cat(g_parts, 1))
-    return Factors(leaves, weights, grads, a_all, g_all)
+    with torch.enable_grad(), recording(layers) as calls:
+        leaves = {k: p.detach().requires_grad_() for k, p in params.items()}
+        weights = w.detach().requires_grad_() if weights_leaf else None
+        total, losses = step.objective(leaves, x, y, weights if weights_leaf else w, t)
+        outs = [out for layer_calls in calls for _, out in layer_calls]
+        gs = (torch.autograd.grad(losses.sum(), outs, retain_graph=True, allow_unused=True)
+              if outs else ())
+        grads = dict(zip(leaves, torch.autograd.grad(total, list(leaves.values()), create_graph=True)))
+    a, g = factors_of(layers, calls, gs, x.shape[0], params)
+    return Factors(leaves, weights, grads, a, g)
 
 
-def scores(layers: list[LinearLayer], factors: Factors, u: Params) -> Tensor:
+def scores(layers: list[Layer], factors: Factors, u: Params) -> Tensor:
     """S[n, q] = u_qᵀ∇ℓ_n for the captured batch; u: name -> [Q, *shape]. Returns [B, Q]."""
-    total = None
-    for layer, a, g in zip(layers, factors.a, factors.g):
-        M = u[layer.weight]
-        if layer.bias is not None:
-            M = torch.cat([M, u[layer.bias].unsqueeze(-1)], dim=-1)
-        s = ops.ghost_dot(a, g, M.contiguous())
-        total = s if total is None else total + s
-    return total
+    return capture_scores(layers, factors.a, factors.g, u)

@@ -1,6 +1,7 @@
 """The seed plan: independent, named random streams per ensemble member.
 
-Member ``seed`` draws its initialisation, batch order and dropout masks from separate streams,
+Member ``seed`` draws its initialisation, batch order, dropout masks and the targets sampled for
+its Fisher (influence functions, ``fisher``) from separate streams,
 each seeded by a hash of ``(seed, stream name, index...)``. Streams never share state, so
 changing the batch size does not change the initialisation, and replaying step t's dropout
 needs only ``(seed, t)``.
@@ -12,7 +13,7 @@ import hashlib
 
 import torch
 
-STREAMS = ("init", "batches", "dropout")
+STREAMS = ("init", "batches", "dropout", "fisher")
 
 
 def stream_seed(seed: int, stream: str, *index: int) -> int:

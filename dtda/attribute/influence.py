@@ -1,0 +1,310 @@
+"""Influence functions per seed as samples of the after-removal distribution (PAPER §4, §6).
+
+For each member s of an ensemble, with θ_s its trained parameters (PAPER §4.1):
+
+    δ_s(k, q) = + (1/N) ∇m_q(θ_s)ᵀ (H_s + λI)⁻¹ ∇ℓ_k(θ_s)
+
+H_s is the curvature of J = (1/N)Σ_n ℓ_n + R at θ_s: weight decay λ_wd of SGD (R = ½λ_wd‖θ‖²)
+is curvature, added as λ_wd·I (AdamW's decoupled decay is not part of J). ∇ℓ_k excludes R and
+uses the true label; the model is in eval mode (no dropout). λ ≥ 0 is the damping.
+
+The work is split in two: a *method* turns the query gradients ∇m (name -> [Q, *shape], the
+covered parameters) into directions u = (H + λI)⁻¹∇m (a :class:`MethodResult`, possibly several
+terms at different parameters, as SOURCE has), and the core scores every training example
+against them with ``dtda.ops.ghost_dot`` on captured layer factors, streamed in batches (no
+per-example gradient is ever formed): δ_s(k, q) = (1/N) Σ_terms u_qᵀ ∇ℓ_k(θ_term).
+
+Methods here: ``identity`` (u = ∇m: the gradient dot product, no damping), ``diagonal``
+(u = ∇m ⊘ (diag F + λ_wd + λ)), ``kfac`` and ``ekfac`` (:mod:`dtda.curvature.kronecker`). Others
+register with :func:`register`.
+
+Damping λ: a number ≥ 0; ``"heuristic"`` (Kronecker methods: 0.1 × the mean eigenvalue of F per
+layer, Kronfluence's default; others: 0.1·tr(F)/d over the d covered parameters);
+``"training-time"`` (PAPER §4.3, the default): λ = (1 − μ)/Σ_t η_t over the member's T steps, the
+value for which the IF is the limit of unrolling (SGD only).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from dtda.attribute.reverse import measurement_gradient
+from dtda.curvature import fisher as fisher_mod
+from dtda.curvature.capture import Layer, capture, find_layers, scores
+from dtda.curvature.kronecker import fit
+from dtda.measure import as_measurement
+from dtda.samples import SeedSamples
+from dtda.train.data import Data, as_data
+from dtda.train.optim import SGD, Params
+from dtda.train.recipe import Recipe
+from dtda.train.record import Member
+from dtda.train.seeds import stream_seed
+from dtda.train.step import Step
+
+DAMPING_RULES = ("heuristic", "training-time")
+#: Options every method accepts: the streaming batch size of data passes (default: 256) and the
+#: rank r of the query compression (None: none; per layer, truncated SVD of u's matrix).
+COMMON_OPTIONS: dict[str, object] = {"batch_size": 256, "query_rank": None}
+
+
+@dataclass
+class SeedContext:
+    """One seed, built by :func:`influence` before its method runs."""
+
+    seed: int
+    recipe: Recipe
+    member: Member
+    module: nn.Module           # the architecture; parameters are passed functionally
+    params: Params              # θ_s, every parameter
+    buffers: dict
+    names: list[str]            # covered parameter names (the ones scores and u live on)
+    layers: list[Layer]         # covered layers
+    data: Data                  # training data, true labels
+    damping: float              # λ ≥ 0 resolved (0 for undamped methods)
+    layer_damping: dict | None  # per-layer λ (layer name -> λ) for Kronecker methods under "heuristic"
+    weight_decay: float         # λ_wd, part of H (SGD weight decay; 0 for AdamW)
+    fisher: str                 # "true" | "empirical"
+    batch_size: int             # streaming batch size of data passes
+    kronecker: object | None    # prefit KroneckerCurvature when the method asked for one
+    generator_seed: int         # seed of any sampling the method does (from the member's seed)
+    diagonal: Params | None = None  # diag F when already computed (the "heuristic" damping's pass)
+
+    def fisher_diagonal(self) -> Params:
+        """diag F over the covered parameters (float64), computed once."""
+        if self.diagonal is None:
+            self.diagonal = fisher_mod.diagonal(
+                self.module, self.params, self.buffers, self.layers, self.data.X, self.data.y, self.fisher,
+                self.recipe.loss_fn, self.recipe.loss_name, self.generator_seed, self.batch_size)
+        return self.diagonal
+
+
+@dataclass
+class MethodResult:
+    """[(θ where training gradients are taken, u = name -> [Q, *shape])] and JSON-able meta."""
+
+    terms: list[tuple[Params, Params]]
+    meta: dict = field(default_factory=dict)
+
+
+Method = Callable[[SeedContext, Params, dict], MethodResult]
+
+
+@dataclass(frozen=True)
+class _Registered:
+    fn: Method
+    kronecker: str | None
+    options: dict
+    damped: bool
+
+
+METHODS: dict[str, _Registered] = {}
+
+
+def register(name: str, *, kronecker: str | None = None, options: dict[str, object] | None = None,
+             damped: bool = True):
+    """Decorator registering ``fn(ctx, grad_m, options) -> MethodResult`` as method ``name``.
+
+    kronecker: None, "kfac" or "ekfac": the curvature to prefit (all seeds together) into
+    ``ctx.kronecker``. options: the method's option names -> defaults (unknown ones raise before
+    work). damped: False for methods without curvature (no damping or Fisher resolved).
+    """
+    if kronecker not in (None, "kfac", "ekfac"):
+        raise ValueError(f"register: kronecker must be None, 'kfac' or 'ekfac', got {kronecker!r}")
+    clash = set(options or {}) & set(COMMON_OPTIONS)
+    if clash:
+        raise ValueError(f"register: options {sorted(clash)} are common to every method")
+
+    def decorate(fn: Method) -> Method:
+        METHODS[name] = _Registered(fn, kronecker, dict(options or {}), damped)
+        return fn
+    return decorate
+
+
+@register("identity", damped=False)
+def _identity(ctx: SeedContext, grad_m: Params, options: dict) -> MethodResult:
+    return MethodResult([(ctx.params, grad_m)])
+
+
+@register("diagonal")
+def _diagonal(ctx: SeedContext, grad_m: Params, options: dict) -> MethodResult:
+    diag = ctx.fisher_diagonal()
+    shift = ctx.weight_decay + ctx.damping
+    return MethodResult([(ctx.params, {k: (v / (diag[k] + shift)).to(v.dtype) for k, v in grad_m.items()})])
+
+
+def _kronecker(ctx: SeedContext, grad_m: Params, options: dict) -> MethodResult:
+    return MethodResult([(ctx.params, ctx.kronecker.solve(grad_m, ctx.layer_damping or ctx.damping))])
+
+
+register("kfac", kronecker="kfac")(_kronecker)
+register("ekfac", kronecker="ekfac")(_kronecker)
+
+
+def _check_options(method: str, spec: _Registered, given: dict) -> dict:
+    allowed = {**COMMON_OPTIONS, **spec.options}
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise ValueError(f"influence: method {method!r} takes options {sorted(allowed)}, got unknown "
+                         f"{unknown}")
+    options = {**allowed, **given}
+    b = options["batch_size"]
+    if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+        raise ValueError(f"influence: batch_size must be a positive int, got {b!r}")
+    r = options["query_rank"]
+    if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 1):
+        raise ValueError(f"influence: query_rank must be None or a positive int (the rank r of each "
+                         f"layer's query matrix), got {r!r}")
+    return options
+
+
+def _check_damping(damping) -> float | str:
+    if isinstance(damping, str):
+        if damping not in DAMPING_RULES:
+            raise ValueError(f"influence: damping must be a number ≥ 0 or one of {DAMPING_RULES}, "
+                             f"got {damping!r}")
+        return damping
+    if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not math.isfinite(damping) \
+            or damping < 0:
+        raise ValueError(f"influence: damping must be a finite number ≥ 0 or one of {DAMPING_RULES}, "
+                         f"got {damping!r}")
+    return float(damping)
+
+
+def training_time_damping(recipe: Recipe, steps: int) -> float:
+    """λ = (1 − μ)/Σ_t η_t over ``steps`` steps of ``recipe``'s schedule (PAPER §4.3, SGD)."""
+    opt = recipe.optimizer
+    if not isinstance(opt, SGD):
+        raise ValueError(f"influence: damping='training-time' is derived for SGD (λ = (1 − μ)/Σ_t η_t); "
+                         f"this recipe uses {type(opt).__name__}. Pass a number or damping='heuristic'")
+    total = sum(recipe.lr(t, steps) for t in range(steps))
+    return (1.0 - opt.momentum) / total
+
+
+def _resolve_damping(rule: float | str, ctx: SeedContext, spec: _Registered) -> None:
+    """Set ctx.damping (and ctx.layer_damping for Kronecker methods under "heuristic")."""
+    if not spec.damped:
+        ctx.damping = 0.0
+    elif rule == "training-time":
+        ctx.damping = training_time_damping(ctx.recipe, ctx.member.record.steps)
+    elif rule == "heuristic" and ctx.kronecker is not None:
+        lams = ctx.kronecker.eigenvalues()
+        ctx.layer_damping = {name: 0.1 * float(lam.mean()) for name, lam in lams.items()}
+        ctx.damping = 0.1 * float(sum(lam.sum() for lam in lams.values())) / _count(ctx)
+    elif rule == "heuristic":
+        ctx.damping = 0.1 * float(sum(v.sum() for v in ctx.fisher_diagonal().values())) / _count(ctx)
+    else:
+        ctx.damping = float(rule)
+
+
+def _count(ctx: SeedContext) -> int:
+    return sum(ctx.params[k].numel() for k in ctx.names)
+
+
+def compress(layers: list[Layer], u: Params, rank: int) -> Params:
+    """Each layer's query matrices U_q [O, I(+1)] truncated to rank r by SVD (PAPER §6.1)."""
+    out: Params = {}
+    for layer in layers:
+        M = layer.matrix(u)
+        U, S, Vh = torch.linalg.svd(M, full_matrices=False)
+        r = min(rank, S.shape[-1])
+        out.update(layer.split((U[..., :r] * S[..., None, :r]) @ Vh[..., :r, :]))
+    return out
+
+
+def score(ctx: SeedContext, terms: list[tuple[Params, Params]]) -> Tensor:
+    """δ [N, Q] = (1/N) Σ_terms u_qᵀ∇ℓ_k(θ_term), true labels, eval mode, batches of ctx.batch_size."""
+    X, y = ctx.data.X, ctx.data.y
+    N = X.shape[0]
+    loss_fn = ctx.recipe.loss_fn
+    delta = None
+    was_training = ctx.module.training
+    ctx.module.eval()
+    try:
+        for theta, u in terms:
+            for part in fisher_mod.batches(N, ctx.batch_size):
+                yb = y[part]
+                cap = capture(ctx.module, theta, ctx.buffers, ctx.layers, X[part],
+                              lambda out, yb=yb: loss_fn(out, yb))
+                s = scores(ctx.layers, cap.a, cap.g, u)
+                if delta is None:
+                    delta = s.new_zeros(N, s.shape[1])
+                delta[part] += s
+    finally:
+        ctx.module.train(was_training)
+    return delta / N
+
+
+def influence(ensemble, measure, method: str = "ekfac", damping: float | str = "training-time",
+              fisher: str = "true", train=None, modules=None, **solver_options) -> SeedSamples:
+    """Per-seed influence-function removal effects of every member of ``ensemble``.
+
+    measure: a ``dtda.measure`` object or a callable ``model -> [Q]``. method: a registered name
+    (``sorted(METHODS)``). damping: a number ≥ 0, "heuristic" or "training-time" (see the module
+    docstring). fisher: "true" (targets sampled from the model; cross-entropy or mse) or
+    "empirical" (the true labels; any loss). train: the training data (default: the ensemble's).
+    modules: None (every parameterised module must be an nn.Linear or nn.Conv2d), a list of module
+    names or a predicate ``(name, module) -> bool``: the layers the scores cover.
+    solver_options: ``batch_size`` (streaming, default 256), ``query_rank`` (None) and the method's own.
+
+    Returns :class:`SeedSamples` with m [K, Q], δ [K, N, Q] and method "influence-<name>"; meta
+    records the damping, Fisher, covered modules and parameters, N and each seed's method meta.
+    Every argument is checked before any work.
+    """
+    if method not in METHODS:
+        raise ValueError(f"influence: method must be one of {sorted(METHODS)}, got {method!r}")
+    spec = METHODS[method]
+    options = _check_options(method, spec, solver_options)
+    rule = _check_damping(damping)
+    recipe = ensemble.recipe
+    if spec.damped:
+        fisher_mod.check_fisher(fisher, recipe.loss_name)
+        if rule == "training-time":
+            training_time_damping(recipe, 1)  # raises for optimisers without the rule
+    data = ensemble.data if train is None else as_data(train, recipe.dtype, recipe.loss_name)
+    measure = as_measurement(measure)
+    members = list(ensemble.members)
+    module = recipe.build(members[0].seed)
+    layers = find_layers(module, modules, list(members[0].params))
+    names = [k for layer in layers for k in layer.parameters]
+    buffers = dict(module.named_buffers())
+    weight_decay = recipe.optimizer.weight_decay if isinstance(recipe.optimizer, SGD) else 0.0
+    generator_seeds = [stream_seed(m.seed, "fisher") for m in members]
+    curvatures = [None] * len(members)
+    if spec.kronecker is not None:
+        curvatures = fit(module, [m.params for m in members], buffers, data, layers, fisher, recipe.loss_name,
+                         generator_seeds, spec.kronecker, options["batch_size"], loss_fn=recipe.loss_fn,
+                         weight_decay=weight_decay)
+    method_options = {k: options[k] for k in spec.options}
+    ms, deltas, dampings, layer_dampings, metas = [], [], [], [], []
+    for member, curvature, gen_seed in zip(members, curvatures, generator_seeds):
+        ctx = SeedContext(member.seed, recipe, member, module, member.params, buffers, names, layers, data,
+                          0.0, None, weight_decay, fisher, options["batch_size"], curvature, gen_seed)
+        _resolve_damping(rule, ctx, spec)
+        step = Step(recipe, module, member.seed, member.record.steps)
+        m, grad_m = measurement_gradient(step, measure, member.params)
+        result = spec.fn(ctx, {k: grad_m[k] for k in names}, method_options)
+        terms = result.terms
+        if options["query_rank"] is not None:
+            terms = [(theta, compress(layers, u, options["query_rank"])) for theta, u in terms]
+        ms.append(m)
+        deltas.append(score(ctx, terms))
+        dampings.append(ctx.damping)
+        layer_dampings.append(ctx.layer_damping)
+        metas.append(result.meta)
+    m = torch.stack(ms)
+    meta = {"recipe": recipe.describe(), "method": method, "options": options,
+            "damping": {"rule": rule if isinstance(rule, str) and spec.damped else
+                        ("number" if spec.damped else None),
+                        "value": dampings if spec.damped else None,
+                        "layers": layer_dampings if any(d is not None for d in layer_dampings) else None},
+            "weight_decay": weight_decay, "fisher": fisher if spec.damped else None,
+            "modules": [layer.name for layer in layers], "parameters": names,
+            "uncovered": [k for k in members[0].params if k not in names],
+            "N": len(data), "seeds": metas}
+    return SeedSamples(m=m, delta=torch.stack(deltas), seeds=[mem.seed for mem in members],
+                       names=measure.names_for(m.shape[1]), method=f"influence-{method}", meta=meta)

@@ -1,0 +1,66 @@
+"""Capture of (a, g) for Linear with token dimensions and Conv2d against a per-example autograd
+oracle, and the refusal of unsupported layers (float64)."""
+
+import pytest
+import torch
+from curvature_oracle import per_example_gradients
+from torch import nn
+
+from dtda.curvature import capture, find_layers, fisher
+
+
+def _check_against_oracle(module, x, y, loss):
+    """loss(outputs, targets) -> per-example losses; compares every layer's G_n = Σ_t g_nt ā_ntᵀ."""
+    module = module.to(torch.float64).eval()
+    params = {k: p.detach() for k, p in module.named_parameters()}
+    layers = find_layers(module)
+    cap = capture(module, params, {}, layers, x, lambda out: loss(out, y))
+    want = per_example_gradients(module, params, x, y, loss)
+    for layer, a, g in zip(layers, cap.a, cap.g):
+        for k, v in layer.split(fisher.per_example_gradients(a, g)).items():
+            torch.testing.assert_close(v, want[k], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(cap.losses, loss(module(x), y).detach())
+    return layers, cap
+
+
+def test_linear_with_token_dimensions():
+    torch.manual_seed(1)
+    module = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2, bias=False))
+    x = torch.randn(5, 2, 3, 3, dtype=torch.float64)           # T = 2·3 positions
+    layers, cap = _check_against_oracle(module, x, torch.zeros(5), lambda out, y: out.square().sum((1, 2, 3)))
+    assert [tuple(a.shape) for a in cap.a] == [(5, 6, 4), (5, 6, 4)]
+    assert layers[1].bias is None
+
+
+class _ConvNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 3, 3, stride=2, padding=1)
+        self.c2 = nn.Conv2d(3, 2, (2, 3), padding="same", dilation=(1, 2), padding_mode="reflect", bias=False)
+        self.head = nn.Linear(2 * 3 * 3, 4)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.c2(torch.tanh(self.c1(x)))).flatten(1))
+
+
+def test_conv2d_capture_matches_autograd():
+    torch.manual_seed(2)
+    x = torch.randn(4, 2, 6, 5, dtype=torch.float64)
+    y = torch.randint(0, 4, (4,))
+    layers, cap = _check_against_oracle(
+        _ConvNet(), x, y, lambda out, y: torch.nn.functional.cross_entropy(out, y, reduction="none"))
+    assert [layer.name for layer in layers] == ["c1", "c2", "head"]
+    assert cap.a[0].shape == (4, 9, 2 * 9 + 1)                  # 3×3 output pixels, C·kh·kw + bias
+
+
+def test_unsupported_module_is_named_before_work():
+    module = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match=r"1 \(LayerNorm\).*modules="):
+        find_layers(module)
+    layers = find_layers(module, modules=["0", "2"])
+    assert [layer.parameters for layer in layers] == [["0.weight", "0.bias"], ["2.weight", "2.bias"]]
+    assert [layer.name for layer in find_layers(module, lambda n, m: isinstance(m, nn.Linear))] == ["0", "2"]
+    with pytest.raises(ValueError, match="no module named"):
+        find_layers(module, modules=["7"])
+    with pytest.raises(ValueError, match="groups=2"):
+        find_layers(nn.Conv2d(2, 2, 3, groups=2))
