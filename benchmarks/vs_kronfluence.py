@@ -97,7 +97,7 @@ TOOLS = ("kronfluence", "dtda")
 CASES = ("mlp", "block")
 # λ per case: about 0.1 × the mean EK-FAC eigenvalue of the trained model (Kronfluence's heuristic
 # scale), rounded to a fixed number that both tools are given.
-DAMPING = {"mlp": 1e-3, "block": 1e-4}
+DAMPING = {"mlp": 5e-6, "block": 1e-9}
 
 
 # ---- the two cases --------------------------------------------------------------------------------
@@ -203,11 +203,13 @@ def checksum(model: nn.Module) -> float:
 
 @contextmanager
 def dtda_stages(timeline: Timeline):
-    """Mark ``timeline`` at dtda's stage boundaries (see the module docstring) while in the block."""
+    """Mark ``timeline`` at dtda's stage boundaries (see the module docstring) while in the block;
+    yields a dict that then holds "mean", the mean EK-FAC eigenvalue Λ over all covered layers."""
     from dtda.curvature import kronecker
 
     influence_mod = importlib.import_module("dtda.attribute.influence")  # the package re-exports the function
 
+    eigenvalues: dict[str, float] = {}
     calls = {"pseudo_factors": 0, "_eigh_batched": 0, "measurement_gradient": 0, "solve": 0, "score": 0}
 
     def timed(name: str, stage: str, fn):
@@ -229,6 +231,12 @@ def dtda_stages(timeline: Timeline):
         timeline.mark("other")
 
     solve = kronecker.KroneckerCurvature.solve
+
+    def solve_and_record(curvature, *args, **kwargs):
+        lams = list(curvature.eigenvalues().values())
+        eigenvalues["mean"] = float(sum(lam.sum() for lam in lams) / sum(lam.numel() for lam in lams))
+        return solve(curvature, *args, **kwargs)
+
     with ExitStack() as stack:
         stack.enter_context(mock.patch.object(kronecker, "pseudo_factors", pass_over_data))
         stack.enter_context(mock.patch.object(kronecker, "_eigh_batched", timed(
@@ -236,23 +244,25 @@ def dtda_stages(timeline: Timeline):
         stack.enter_context(mock.patch.object(influence_mod, "measurement_gradient", timed(
             "measurement_gradient", "query precondition", influence_mod.measurement_gradient)))
         stack.enter_context(mock.patch.object(kronecker.KroneckerCurvature, "solve", timed(
-            "solve", "query precondition", solve)))
+            "solve", "query precondition", solve_and_record)))
         stack.enter_context(mock.patch.object(influence_mod, "score", timed(
             "score", "pairwise scores", influence_mod.score)))
-        yield
+        yield eigenvalues
     missing = [name for name, count in calls.items() if count == 0]
     if missing or calls["pseudo_factors"] != 2:
         raise RuntimeError(f"dtda's influence no longer calls {missing or 'pseudo_factors twice'} "
                            f"(calls: {calls}); update benchmarks/vs_kronfluence.py's stage boundaries")
 
 
-def run_dtda(s: Setup, damping: float, timeline: Timeline | None = None) -> Tensor:
-    """dtda's EK-FAC scores in Kronfluence's scale, N·δᵀ [Q, N] (float64)."""
+def run_dtda(s: Setup, damping: float, timeline: Timeline | None = None) -> tuple[Tensor, dict]:
+    """dtda's EK-FAC scores in Kronfluence's scale, N·δᵀ [Q, N] (float64), and with a timeline
+    {"mean_eigenvalue": the mean Λ}."""
     measure = dtda.measure.loss(s.Xq, s.yq, s.ensemble.recipe.loss)
-    with dtda_stages(timeline) if timeline is not None else ExitStack():
+    with dtda_stages(timeline) if timeline is not None else ExitStack() as eigenvalues:
         samples = dtda.influence(s.ensemble, measure, method="ekfac", damping=damping, fisher="empirical",
                                  batch_size=s.batch_size)
-    return samples.delta[0].double().T * s.N
+    info = {"mean_eigenvalue": eigenvalues["mean"]} if timeline is not None else {}
+    return samples.delta[0].double().T * s.N, info
 
 
 # ---- Kronfluence ---------------------------------------------------------------------------------
@@ -283,8 +293,8 @@ def _kronfluence_task(loss_fn: Callable[[Tensor, Tensor], Tensor]):
     return LossTask()
 
 
-def run_kronfluence(s: Setup, damping: float, timeline: Timeline) -> Tensor:
-    """Kronfluence's EK-FAC pairwise scores S_kf [Q, N] (float64)."""
+def run_kronfluence(s: Setup, damping: float, timeline: Timeline) -> tuple[Tensor, dict]:
+    """Kronfluence's EK-FAC pairwise scores S_kf [Q, N] (float64) and an empty info dict."""
     import logging
 
     from kronfluence.analyzer import Analyzer, prepare_model
@@ -303,7 +313,9 @@ def run_kronfluence(s: Setup, damping: float, timeline: Timeline) -> Tensor:
         timeline.mark("pairwise scores")
         return dot_products(*args, **kwargs)
 
-    with tempfile.TemporaryDirectory(prefix="vs_kronfluence.") as out:
+    with tempfile.TemporaryDirectory(prefix="vs_kronfluence.") as out, warnings.catch_warnings():
+        # Kronfluence 1.0.1 calls torch.cuda.amp.GradScaler, deprecated in this torch, once per stage.
+        warnings.filterwarnings("ignore", category=FutureWarning, module="kronfluence")
         task = _kronfluence_task(s.loss_fn)
         model = prepare_model(s.model(), task)
         analyzer = Analyzer("bench", model, task, cpu=True, disable_tqdm=True, output_dir=out,
@@ -326,31 +338,34 @@ def run_kronfluence(s: Setup, damping: float, timeline: Timeline) -> Tensor:
     if "pairwise scores" not in timeline.seconds:
         raise RuntimeError("Kronfluence no longer calls pairwise.compute_dot_products_with_loader; update "
                            "benchmarks/vs_kronfluence.py's stage boundaries")
-    return scores.double()
+    return scores.double(), {}
 
 
 # ---- one tool on one case, in a fresh process ----------------------------------------------------
 
 def child(request: dict) -> dict:
-    """Train the case, run one tool under a timeline, save its [Q, N] scores to request["out"]."""
+    """Train the case, run one tool under a timeline, save its [Q, N] scores to request["out"].
+
+    Outside quick mode the tool first runs once on the quick version of the case, so that lazy
+    imports and first-call costs (torch.func's first ``jacrev`` imports torch._dynamo and sympy,
+    seconds) are not timed, as benchmarks/ops.py warms every implementation up.
+    """
     torch.set_num_threads(request["threads"])
-    # Kronfluence 1.0.1 calls torch.cuda.amp.GradScaler, deprecated in this torch, once per stage.
-    warnings.filterwarnings("ignore", category=FutureWarning, module="kronfluence")
     if request["tool"] == "kronfluence":
         why = kronfluence_unavailable()  # hides the broken torchvision before kronfluence imports it
         if why:
             raise RuntimeError(why)
-    s = setup(request["case"], request["quick"])
-    if request["tool"] == "kronfluence":
-        import kronfluence.analyzer  # noqa: F401  (imported before the timeline, as dtda is)
-    timeline = Timeline()
     run = run_kronfluence if request["tool"] == "kronfluence" else run_dtda
+    if not request["quick"]:
+        run(setup(request["case"], quick=True), request["damping"], Timeline())
+    s = setup(request["case"], request["quick"])
+    timeline = Timeline()
     timeline.mark("other")
-    scores = run(s, request["damping"], timeline)
+    scores, info = run(s, request["damping"], timeline)
     timeline.close()
     torch.save(scores, request["out"])
     return {"seconds": timeline.seconds, "peaks": timeline.peaks, "peak": timeline.peak,
-            "total": timeline.total, "checksum": checksum(s.model()), "N": s.N, "Q": len(s.Xq)}
+            "total": timeline.total, "checksum": checksum(s.model()), "N": s.N, "Q": len(s.Xq), **info}
 
 
 def run_child(request: dict) -> dict | str:
@@ -411,7 +426,9 @@ def print_case(c: dict) -> None:
     if not results:
         return
     any_r = next(iter(results.values()))
-    print(f"\n{c['case']}: N = {any_r['N']}, Q = {any_r['Q']}, λ = {c['damping']:g}")
+    mean = results.get("dtda", {}).get("mean_eigenvalue")
+    print(f"\n{c['case']}: N = {any_r['N']}, Q = {any_r['Q']}, λ = {c['damping']:g}"
+          + (f" (mean EK-FAC eigenvalue {mean:.3g})" if mean is not None else ""))
     cols = [t for t in TOOLS if t in results]
     header = f"{'stage':<20}" + "".join(f"{t + ' s':>14}{'peak MiB':>10}" for t in cols)
     both = len(cols) == 2
@@ -434,7 +451,7 @@ def print_case(c: dict) -> None:
         a = c["agreement"]
         ratio = results["dtda"]["total"] / results["kronfluence"]["total"]
         print(f"agreement (dtda N·δᵀ vs Kronfluence's scores): Pearson {a['pearson']:.6f} "
-              f"(min per query {a['min_query_pearson']:.6f}), median per-query Spearman "
+              f"(1 − r = {1 - a['pearson']:.1e}; min per query {a['min_query_pearson']:.6f}), median per-query Spearman "
               f"{a['median_query_spearman']:.6f}, top-10 overlap {a['top10_overlap']:.3f}; "
               f"dtda total / Kronfluence total = {ratio:.3f}")
 
