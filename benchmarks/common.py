@@ -13,7 +13,11 @@ each stage's peak RSS above the RSS at its start, plus the whole run's peak.
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from typing import Callable
 
@@ -21,6 +25,17 @@ from typing import Callable
 # returned to the OS when freed, so resident memory tracks live memory and one measured call's
 # freed buffers cannot hide the next one's peak.
 FIXED_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+
+
+def run_child(module: str, request: dict, failure: str) -> object:
+    """Run ``python -m module --child <request as JSON>`` with :data:`FIXED_MALLOC_ENV` (its stderr
+    passes through) and return the JSON on its last stdout line, or ``failure`` + why if it failed."""
+    proc = subprocess.run([sys.executable, "-m", module, "--child", json.dumps(request)],
+                          stdout=subprocess.PIPE, text=True, env={**os.environ, **FIXED_MALLOC_ENV})
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        return f"{failure} failed with exit code {proc.returncode} (its stderr is above)"
+    return json.loads(lines[-1])
 
 
 def _status_kib(field: str) -> int:

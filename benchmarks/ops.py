@@ -37,7 +37,6 @@ import csv
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -48,7 +47,7 @@ import torch
 import dtda
 import dtda.ops
 from benchmarks import anchors
-from benchmarks.common import FIXED_MALLOC_ENV
+from benchmarks.common import run_child
 
 GiB = 1 << 30
 REFERENCE_MAX_BYTES = 8 * GiB
@@ -232,12 +231,7 @@ def _child(request: dict) -> list[dict]:
 
 def _run_child(request: dict) -> list[dict] | str:
     """The child's results, or its error message."""
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.ops", "--child", json.dumps(request)],
-                          stdout=subprocess.PIPE, text=True, env={**os.environ, **FIXED_MALLOC_ENV})
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        return f"benchmark process failed with exit code {proc.returncode} (its stderr is above)"
-    return json.loads(lines[-1])
+    return run_child("benchmarks.ops", request, "benchmark process")
 
 
 # ---- parent ------------------------------------------------------------------------------------

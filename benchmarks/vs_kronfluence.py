@@ -76,8 +76,6 @@ import importlib
 import json
 import math
 import os
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -90,7 +88,7 @@ import torch
 from torch import Tensor, nn
 
 import dtda
-from benchmarks.common import FIXED_MALLOC_ENV, Timeline
+from benchmarks.common import Timeline, run_child
 
 STAGES = ("covariance", "eigendecomposition", "Λ", "query precondition", "pairwise scores", "other")
 TOOLS = ("kronfluence", "dtda")
@@ -368,16 +366,6 @@ def child(request: dict) -> dict:
             "total": timeline.total, "checksum": checksum(s.model()), "N": s.N, "Q": len(s.Xq), **info}
 
 
-def run_child(request: dict) -> dict | str:
-    """The child's result dict, or why it failed (its stderr has been passed through)."""
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.vs_kronfluence", "--child", json.dumps(request)],
-                          stdout=subprocess.PIPE, text=True, env={**os.environ, **FIXED_MALLOC_ENV})
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        return f"{request['tool']} on {request['case']} failed with exit code {proc.returncode} (stderr above)"
-    return json.loads(lines[-1])
-
-
 # ---- comparison and table ------------------------------------------------------------------------
 
 def agreement(reference: Tensor, other: Tensor) -> dict[str, float]:
@@ -401,8 +389,9 @@ def compare(case: str, quick: bool, threads: int, damping: float, tools: tuple[s
         scores = {}
         for tool in tools:
             path = os.path.join(tmp, f"{tool}.pt")
-            result = run_child({"tool": tool, "case": case, "quick": quick, "threads": threads,
-                                "damping": damping, "out": path})
+            result = run_child("benchmarks.vs_kronfluence", {"tool": tool, "case": case, "quick": quick,
+                                                             "threads": threads, "damping": damping, "out": path},
+                               f"{tool} on {case}")
             out["results"][tool] = result
             if isinstance(result, dict):
                 scores[tool] = torch.load(path)
