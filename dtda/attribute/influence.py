@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from dtda.attribute.reverse import measurement_gradient
 from dtda.curvature import fisher as fisher_mod
-from dtda.curvature.capture import Layer, capture, find_layers, scores
+from dtda.curvature.capture import Layer, capture, find_layers, queries, query_scores
 from dtda.curvature.kronecker import fit
 from dtda.measure import as_measurement
 from dtda.samples import SeedSamples
@@ -48,7 +48,8 @@ from dtda.train.step import Step
 
 DAMPING_RULES = ("heuristic", "training-time")
 #: Options every method accepts: the streaming batch size of data passes (default: 256) and the
-#: rank r of the query compression (None: none; per layer, truncated SVD of u's matrix).
+#: rank r of the query compression (None: none; per layer, truncated SVD of u's matrix, scored in
+#: factored form).
 COMMON_OPTIONS: dict[str, object] = {"batch_size": 256, "query_rank": None}
 
 
@@ -205,19 +206,9 @@ def _count(ctx: SeedContext) -> int:
     return sum(ctx.params[k].numel() for k in ctx.names)
 
 
-def compress(layers: list[Layer], u: Params, rank: int) -> Params:
-    """Each layer's query matrices U_q [O, I(+1)] truncated to rank r by SVD (PAPER §6.1)."""
-    out: Params = {}
-    for layer in layers:
-        M = layer.matrix(u)
-        U, S, Vh = torch.linalg.svd(M, full_matrices=False)
-        r = min(rank, S.shape[-1])
-        out.update(layer.split((U[..., :r] * S[..., None, :r]) @ Vh[..., :r, :]))
-    return out
-
-
-def score(ctx: SeedContext, terms: list[tuple[Params, Params]]) -> Tensor:
-    """δ [N, Q] = (1/N) Σ_terms u_qᵀ∇ℓ_k(θ_term), true labels, eval mode, batches of ctx.batch_size."""
+def score(ctx: SeedContext, terms: list[tuple[Params, Params]], rank: int | None = None) -> Tensor:
+    """δ [N, Q] = (1/N) Σ_terms u_qᵀ∇ℓ_k(θ_term), true labels, eval mode, batches of ctx.batch_size;
+    ``rank``: query compression (:func:`dtda.curvature.capture.queries`)."""
     X, y = ctx.data.X, ctx.data.y
     N = X.shape[0]
     loss_fn = ctx.recipe.loss_fn
@@ -226,11 +217,12 @@ def score(ctx: SeedContext, terms: list[tuple[Params, Params]]) -> Tensor:
     ctx.module.eval()
     try:
         for theta, u in terms:
+            prepared = queries(ctx.layers, u, rank)
             for part in fisher_mod.batches(N, ctx.batch_size):
                 yb = y[part]
                 cap = capture(ctx.module, theta, ctx.buffers, ctx.layers, X[part],
                               lambda out, yb=yb: loss_fn(out, yb))
-                s = scores(ctx.layers, cap.a, cap.g, u)
+                s = query_scores(cap.a, cap.g, prepared)
                 if delta is None:
                     delta = s.new_zeros(N, s.shape[1])
                 delta[part] += s
@@ -288,11 +280,8 @@ def influence(ensemble, measure, method: str = "ekfac", damping: float | str = "
         step = Step(recipe, module, member.seed, member.record.steps)
         m, grad_m = measurement_gradient(step, measure, member.params)
         result = spec.fn(ctx, {k: grad_m[k] for k in names}, method_options)
-        terms = result.terms
-        if options["query_rank"] is not None:
-            terms = [(theta, compress(layers, u, options["query_rank"])) for theta, u in terms]
         ms.append(m)
-        deltas.append(score(ctx, terms))
+        deltas.append(score(ctx, result.terms, options["query_rank"]))
         dampings.append(ctx.damping)
         layer_dampings.append(ctx.layer_damping)
         metas.append(result.meta)

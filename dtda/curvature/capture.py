@@ -198,10 +198,40 @@ def capture(module: nn.Module, params: Params, buffers: dict, layers: list[Layer
     return Captured(a, g, losses.detach())
 
 
-def scores(layers: list[Layer], a: list[Tensor], g: list[Tensor], u: Params) -> Tensor:
-    """S[n, q] = u_qᵀ∇ℓ_n = Σ_layers ⟨G_n, U_q⟩ from captured factors, u: name -> [Q, *shape]. [B, Q]."""
+Query = Tensor | tuple[Tensor, Tensor]
+
+
+def queries(layers: list[Layer], u: Params, rank: int | None = None) -> list[Query]:
+    """Each layer's part of directions u (name -> [Q, *shape]) ready for scoring: the matrices
+    U_q [Q, O, I(+1)], or with ``rank`` r their truncated SVDs U_q ≈ P_q V_qᵀ as (P [Q, O, r'],
+    V [Q, I(+1), r']) with σ folded into P, r' = min(r, O, I(+1)) (query compression, PAPER §6.1)."""
+    out: list[Query] = []
+    for layer in layers:
+        M = layer.matrix(u)
+        if rank is None:
+            out.append(M.contiguous())
+            continue
+        U, S, Vh = torch.linalg.svd(M, full_matrices=False)
+        r = min(rank, S.shape[-1])
+        out.append(((U[..., :r] * S[..., None, :r]).contiguous(), Vh[..., :r, :].transpose(-1, -2).contiguous()))
+    return out
+
+
+def query_scores(a: list[Tensor], g: list[Tensor], prepared: list[Query]) -> Tensor:
+    """S[n, q] = Σ_layers ⟨G_n, U_q⟩ [B, Q] from captured factors and :func:`queries`: ``ops.ghost_dot``
+    for a full matrix; Σ_{t,r} (P_qᵀ g_nt)_r (V_qᵀ ā_nt)_r for a compressed one (cost T·Q·r·(O+I))."""
     total = None
-    for layer, a_l, g_l in zip(layers, a, g):
-        s = ops.ghost_dot(a_l, g_l, layer.matrix(u).to(a_l.dtype).contiguous())
+    for a_l, g_l, query in zip(a, g, prepared):
+        if isinstance(query, Tensor):
+            s = ops.ghost_dot(a_l, g_l, query.to(a_l.dtype))
+        else:
+            P, V = query
+            s = (torch.einsum("bto,qor->bqtr", g_l, P.to(g_l.dtype))
+                 * torch.einsum("bti,qir->bqtr", a_l, V.to(a_l.dtype))).sum((2, 3))
         total = s if total is None else total + s
     return total
+
+
+def scores(layers: list[Layer], a: list[Tensor], g: list[Tensor], u: Params) -> Tensor:
+    """S[n, q] = u_qᵀ∇ℓ_n = Σ_layers ⟨G_n, U_q⟩ from captured factors, u: name -> [Q, *shape]. [B, Q]."""
+    return query_scores(a, g, queries(layers, u))

@@ -100,7 +100,11 @@ def diagonal(module: nn.Module, params: Params, buffers: dict, layers: list[Laye
     for cap in pseudo_factors(module, params, buffers, layers, X, y, kind, loss_fn, loss_name, seed,
                               batch_size):
         for i, (a, g) in enumerate(zip(cap.a, cap.g)):
-            sq = per_example_gradients(a.to(torch.float64), g.to(torch.float64)).square().sum(0)
+            a, g = a.to(torch.float64), g.to(torch.float64)
+            if a.shape[1] == 1:  # G_n = g_n ā_nᵀ, so Σ_n G_n^∘2 = (g^∘2)ᵀ ā^∘2: one GEMM
+                sq = g[:, 0].square().T @ a[:, 0].square()
+            else:
+                sq = per_example_gradients(a, g).square().sum(0)
             sums[i] = sq if sums[i] is None else sums[i].add_(sq)
     out: Params = {}
     for layer, total in zip(layers, sums):

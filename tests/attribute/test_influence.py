@@ -113,18 +113,25 @@ def test_seeds_together_equal_one_at_a_time(setup):
         torch.testing.assert_close(both.delta[i], alone.delta[0], rtol=1e-12, atol=1e-15)
 
 
-def test_query_rank_full_is_exact_and_low_rank_close(setup):
+def test_query_rank_compresses_each_layer_by_truncated_svd(setup):
     ens, measure = setup
     full = dtda.influence(ens, measure, damping=0.1)
-    same = dtda.influence(ens, measure, damping=0.1, query_rank=5)
+    same = dtda.influence(ens, measure, damping=0.1, query_rank=5)  # rank ≥ min(O, I+1): exact
     torch.testing.assert_close(same.delta, full.delta, rtol=1e-10, atol=1e-14)
-    low = dtda.influence(ens, measure, damping=0.1, query_rank=1)
-    assert low.delta.shape == full.delta.shape and not torch.equal(low.delta, full.delta)
+    low = dtda.influence(ens, measure, method="identity", query_rank=1)
+    grads, jac, module, _ = _oracle_terms(ens, measure, 0)
+    u = {}
+    for layer in find_layers(module):
+        U, S, Vh = torch.linalg.svd(layer.matrix(jac))
+        u.update(layer.split(S[:, None, :1] * U[:, :, :1] @ Vh[:, :1, :]))
+    torch.testing.assert_close(low.delta[0], _dot(u, grads), rtol=1e-10, atol=1e-14)
 
 
-def test_works_with_every_consumer(setup):
+def test_works_with_every_consumer(setup, tmp_path):
     ens, measure = setup
     got = dtda.influence(ens, measure, method="ekfac")
+    back = dtda.SeedSamples.load(got.save(tmp_path / "samples.safetensors"))
+    assert torch.equal(back.delta, got.delta) and back.meta == got.meta
     assert got.meta["modules"] == ["0", "2"] and got.meta["N"] == N and got.meta["fisher"] == "true"
     stats = got.distributional(bootstrap=0)
     assert stats is not None and got.top(3).indices.shape[0] == 3

@@ -64,3 +64,18 @@ def test_unsupported_module_is_named_before_work():
         find_layers(module, modules=["7"])
     with pytest.raises(ValueError, match="groups=2"):
         find_layers(nn.Conv2d(2, 2, 3, groups=2))
+
+
+@pytest.mark.parametrize("tokens", [(), (2, 3)])
+def test_diagonal_fisher_equals_mean_squared_per_example_gradients(tokens):
+    torch.manual_seed(3)
+    module = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).to(torch.float64).eval()
+    params = {k: p.detach() for k, p in module.named_parameters()}
+    x, y = torch.randn(7, *tokens, 3, dtype=torch.float64), torch.randn(7, *tokens, 2, dtype=torch.float64)
+
+    def loss(out, y):
+        return (out - y).square().reshape(out.shape[0], -1).mean(1)
+    got = fisher.diagonal(module, params, {}, find_layers(module), x, y, "empirical", loss, None, 0, 3)
+    want = per_example_gradients(module, params, x, y, loss)
+    for k, v in want.items():
+        torch.testing.assert_close(got[k], v.square().mean(0), rtol=1e-12, atol=1e-14)
