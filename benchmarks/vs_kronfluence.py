@@ -440,8 +440,9 @@ def print_case(c: dict) -> None:
         a = c["agreement"]
         ratio = results["dtda"]["total"] / results["kronfluence"]["total"]
         print(f"agreement (dtda N·δᵀ vs Kronfluence's scores): Pearson {a['pearson']:.6f} "
-              f"(1 − r = {1 - a['pearson']:.1e}; min per query {a['min_query_pearson']:.6f}), median per-query Spearman "
-              f"{a['median_query_spearman']:.6f}, top-10 overlap {a['top10_overlap']:.3f}; "
+              f"(1 − r = {1 - a['pearson']:.1e}; min per query {a['min_query_pearson']:.6f}), "
+              f"median per-query Spearman {a['median_query_spearman']:.6f}, "
+              f"top-10 overlap {a['top10_overlap']:.3f}; "
               f"dtda total / Kronfluence total = {ratio:.3f}")
 
 
