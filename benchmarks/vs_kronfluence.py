@@ -34,7 +34,9 @@ in the model's float32.
 Per tool and case a fresh child process (fixed malloc thresholds, ``--threads`` torch threads,
 default 2) trains the model (not timed; dtda's training is bit-identical on CPU, and the parent
 checks that both children saw the same weights), then runs the tool once under a
-:class:`benchmarks.common.Timeline`. Stages and where their boundaries are:
+:class:`benchmarks.common.Timeline`. ``--repeats R`` runs each tool R times, the tools taking
+turns, and shows the median per stage and of the totals (and the largest peaks). Stages and
+where their boundaries are:
 
 - Kronfluence: ``covariance`` = ``Analyzer.fit_covariance_matrices``, ``eigendecomposition`` =
   ``perform_eigendecomposition``, ``Λ`` = ``fit_lambda_matrices`` (each includes writing its
@@ -76,6 +78,7 @@ import importlib
 import json
 import math
 import os
+import statistics
 import tempfile
 import time
 import warnings
@@ -382,19 +385,39 @@ def agreement(reference: Tensor, other: Tensor) -> dict[str, float]:
             "top10_overlap": float(overlap.mean())}
 
 
-def compare(case: str, quick: bool, threads: int, damping: float, tools: tuple[str, ...]) -> dict:
-    """Run each tool on ``case`` in its own process; their results and, with both, the agreement."""
+def _median_of(runs: list[dict]) -> dict:
+    """One tool's repeated runs as one: median seconds per stage and total, largest peaks."""
+    stages = {stage for r in runs for stage in r["seconds"]}
+    return {**runs[0], "runs": len(runs),
+            "seconds": {st: statistics.median(r["seconds"].get(st, 0.0) for r in runs) for st in stages},
+            "peaks": {st: max(r["peaks"].get(st, 0) for r in runs) for st in stages},
+            "peak": max(r["peak"] for r in runs), "total": statistics.median(r["total"] for r in runs),
+            "totals": [r["total"] for r in runs]}
+
+
+def compare(case: str, quick: bool, threads: int, damping: float, tools: tuple[str, ...],
+            repeats: int = 1) -> dict:
+    """Run each tool on ``case`` ``repeats`` times, each run in its own process, the tools taking
+    turns (so a change in the machine's load reaches both); their results and, with both, the
+    agreement of the first runs' scores."""
     out: dict = {"case": case, "damping": damping, "results": {}}
+    runs: dict[str, list[dict]] = {tool: [] for tool in tools}
     with tempfile.TemporaryDirectory(prefix="vs_kronfluence.") as tmp:
         scores = {}
-        for tool in tools:
-            path = os.path.join(tmp, f"{tool}.pt")
-            result = run_child("benchmarks.vs_kronfluence", {"tool": tool, "case": case, "quick": quick,
-                                                             "threads": threads, "damping": damping, "out": path},
-                               f"{tool} on {case}")
-            out["results"][tool] = result
-            if isinstance(result, dict):
-                scores[tool] = torch.load(path)
+        for _ in range(repeats):
+            for tool in tools:
+                path = os.path.join(tmp, f"{tool}.pt")
+                result = run_child("benchmarks.vs_kronfluence", {"tool": tool, "case": case, "quick": quick,
+                                                                 "threads": threads, "damping": damping,
+                                                                 "out": path}, f"{tool} on {case}")
+                if isinstance(result, str):
+                    out["results"][tool] = result
+                    continue
+                runs[tool].append(result)
+                scores.setdefault(tool, torch.load(path))
+        for tool, done in runs.items():
+            if done:
+                out["results"][tool] = _median_of(done)
         if len(scores) == 2:
             sums = {tool: out["results"][tool]["checksum"] for tool in scores}
             if sums["dtda"] != sums["kronfluence"]:
@@ -416,7 +439,8 @@ def print_case(c: dict) -> None:
         return
     any_r = next(iter(results.values()))
     mean = results.get("dtda", {}).get("mean_eigenvalue")
-    print(f"\n{c['case']}: N = {any_r['N']}, Q = {any_r['Q']}, λ = {c['damping']:g}"
+    print(f"\n{c['case']}: N = {any_r['N']}, Q = {any_r['Q']}, λ = {c['damping']:g}, "
+          f"median of {any_r['runs']} run(s) per tool"
           + (f" (mean EK-FAC eigenvalue {mean:.3g})" if mean is not None else ""))
     cols = [t for t in TOOLS if t in results]
     header = f"{'stage':<20}" + "".join(f"{t + ' s':>14}{'peak MiB':>10}" for t in cols)
@@ -436,6 +460,9 @@ def print_case(c: dict) -> None:
                 (lambda t: results[t]["seconds"].get(stage, 0.0))
             line += f"{get('kronfluence') / get('dtda'):>11.2f}" if get("dtda") > 0 else f"{'-':>11}"
         print(line)
+    if any_r["runs"] > 1:
+        print("totals of the runs: " + "; ".join(
+            f"{t} " + ", ".join(f"{x:.2f}" for x in results[t]["totals"]) for t in cols))
     if "agreement" in c:
         a = c["agreement"]
         ratio = results["dtda"]["total"] / results["kronfluence"]["total"]
@@ -454,6 +481,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--threads", type=int, default=2, help="torch threads per child (default 2)")
     parser.add_argument("--damping", type=float, default=None,
                         help=f"λ for both tools (default per case: {DAMPING})")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs per tool and case, the tools taking turns; medians are shown (default 1)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -464,6 +493,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     unknown = [c for c in cases if c not in CASES]
     if unknown:
         parser.error(f"--cases: unknown {unknown}; cases are {list(CASES)}")
+    if args.repeats < 1:
+        parser.error(f"--repeats must be ≥ 1, got {args.repeats}")
     if args.damping is not None and not (math.isfinite(args.damping) and args.damping >= 0):
         parser.error(f"--damping must be a finite number ≥ 0, got {args.damping}")
     why = kronfluence_unavailable()
@@ -482,7 +513,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     results = []
     for case in cases:
         damping = DAMPING[case] if args.damping is None else args.damping
-        results.append(compare(case, args.quick, args.threads, damping, tools))
+        results.append(compare(case, args.quick, args.threads, damping, tools, args.repeats))
         print_case(results[-1])
     load = os.getloadavg()
     print(f"\n(s = wall seconds per stage; peak = peak RSS above the RSS at the stage's start, total row: "
@@ -490,7 +521,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
           f"{time.perf_counter() - start:.0f} s, load average after {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"versions": versions, "threads": args.threads, "cases": results}, f, indent=1)
+            json.dump({"versions": versions, "threads": args.threads, "repeats": args.repeats, "cases": results},
+                      f, indent=1)
     return results
 
 
