@@ -196,7 +196,7 @@ def setup(case: str, quick: bool = False) -> Setup:
 
 
 def checksum(model: nn.Module) -> float:
-    """Σ|θ| in float64: equal in both children iff they trained the same weights (to print)."""
+    """Σ|θ| in float64: equal in both children iff they trained the same weights (the parent compares them)."""
     return float(sum(p.detach().double().abs().sum() for p in model.parameters()))
 
 
