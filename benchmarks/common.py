@@ -80,6 +80,7 @@ class Timeline:
         self.seconds: dict[str, float] = {}
         self.peaks: dict[str, int] = {}
         self.peak = 0
+        _reset_peak()  # the process's earlier peak (setup, warm-up) is not the run's
         self._base = _status_kib("VmRSS")
         self._current: tuple[str, float, int] | None = None
 
