@@ -63,7 +63,7 @@ def main() -> None:
     reference, t_unroll = _timed(lambda: dtda.unroll(ens, measure), args.repeat)
     rows = [("unroll (reverse)", t_unroll / K, 1.0)]
     for method in args.methods:
-        got, t = _timed(lambda: dtda.influence(ens, measure, method=method), args.repeat)
+        got, t = _timed(lambda method=method: dtda.influence(ens, measure, method=method), args.repeat)
         agree = statistics.median(_pearson(got.delta[s], reference.delta[s]) for s in range(K))
         rows.append((f"influence-{method}", t / K, agree))
     print(f"{'method':<22}{'s / seed':>10}{'vs unroll':>11}{'pearson δ':>11}")

@@ -245,7 +245,9 @@ def influence(ensemble, measure, method: str = "ekfac", damping: float | str = "
 
     Returns :class:`SeedSamples` with m [K, Q], δ [K, N, Q] and method "influence-<name>"; meta
     records the damping, Fisher, covered modules and parameters, N and each seed's method meta.
-    Every argument is checked before any work.
+    Every argument is checked before any work. The K seeds share one architecture instance (its
+    buffers, taken from the first seed's build, are treated as constants); Kronecker curvature is
+    fitted for all seeds in one call (data passes per seed, eigendecompositions batched).
     """
     if method not in METHODS:
         raise ValueError(f"influence: method must be one of {sorted(METHODS)}, got {method!r}")

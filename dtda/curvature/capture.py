@@ -109,7 +109,8 @@ def find_layers(module: nn.Module, modules=None, names=None) -> list[Layer]:
             raise ValueError(f"modules: no module named {unknown} in the model; its modules with "
                              f"parameters are {[n for n, m in named.items() if _own_params(m)]}")
         chosen = set(wanted)
-        select = lambda n, m: n in chosen  # noqa: E731
+        def select(n, m):
+            return n in chosen
     available = set(names) if names is not None else {k for k, _ in module.named_parameters()}
     layers = []
     for name, sub in named.items():

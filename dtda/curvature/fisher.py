@@ -34,8 +34,8 @@ def check_fisher(fisher, loss_name: str | None) -> str:
     if fisher not in KINDS:
         raise ValueError(f"fisher must be one of {KINDS}, got {fisher!r}")
     if fisher == "true" and loss_name not in TRUE_LOSSES:
-        raise ValueError(f"fisher='true' samples targets from the model, which needs loss 'cross_entropy' "
-                         f"or 'mse'; this recipe's loss is a custom callable. Use fisher='empirical' "
+        raise ValueError("fisher='true' samples targets from the model, which needs loss 'cross_entropy' "
+                         "or 'mse'; this recipe's loss is a custom callable. Use fisher='empirical' "
                          "(the true labels)")
     return fisher
 

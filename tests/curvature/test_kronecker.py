@@ -4,8 +4,8 @@ statistics and determinism (float64)."""
 
 import pytest
 import torch
-from curvature_oracle import dense_kronecker_solve, layer_inputs, per_example_gradients
 import torch.nn.functional as F
+from curvature_oracle import dense_kronecker_solve, layer_inputs, per_example_gradients
 from torch import nn
 
 from dtda.curvature import find_layers, fit
