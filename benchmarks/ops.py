@@ -37,7 +37,6 @@ import csv
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ import torch
 import dtda
 import dtda.ops
 from benchmarks import anchors
+from benchmarks.common import run_child
 
 GiB = 1 << 30
 REFERENCE_MAX_BYTES = 8 * GiB
@@ -172,10 +172,6 @@ def _input_bytes(args: tuple) -> int:
 
 # ---- child: all shapes of one op in a fresh process ----------------------------------------------
 
-# Fixed malloc thresholds in the child: every block above 64 KiB is mmapped and returned to the
-# OS when freed, so resident memory tracks live memory and one implementation's freed buffers
-# cannot hide the next one's peak.
-_CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
 
 
 def _rel_diff(out, base) -> float:
@@ -235,12 +231,7 @@ def _child(request: dict) -> list[dict]:
 
 def _run_child(request: dict) -> list[dict] | str:
     """The child's results, or its error message."""
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.ops", "--child", json.dumps(request)],
-                          stdout=subprocess.PIPE, text=True, env={**os.environ, **_CHILD_ENV})
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        return f"benchmark process failed with exit code {proc.returncode} (its stderr is above)"
-    return json.loads(lines[-1])
+    return run_child("benchmarks.ops", request, "benchmark process")
 
 
 # ---- parent ------------------------------------------------------------------------------------
