@@ -14,7 +14,10 @@ Per layer l, with the factors a [B, T, I(+1)] and pseudo-gradients g̃ [B, T, O]
   J = (1/N)Σℓ_n + ½λ_wd‖θ‖² is H ≈ F + λ_wd I, whose eigenvalues are Λ + λ_wd: :meth:`apply`
   hands fn those, so ``solve(V, λ)`` = (H + λI)⁻¹V = Q_S [(Q_SᵀVQ_A) ⊘ (Λ + λ_wd + λ)] Q_Aᵀ.
 
-Everything is accumulated and decomposed in float64; results come back in the dtype of V.
+Each batch's sums run in the factors' own dtype (float32 for a float32 model: a batch's sum is
+short, and a float64 copy of every batch's a and g doubled the covariance and Λ passes' time and
+memory) and are added into float64 totals; eigendecompositions and preconditioning are in
+float64; results come back in the dtype of V.
 """
 
 from __future__ import annotations
@@ -88,6 +91,12 @@ def _eigh_batched(mats: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
     return out
 
 
+def _add64(total: Tensor | None, batch: Tensor) -> Tensor:
+    """``total + batch`` in float64 (``batch`` as the op returned it)."""
+    batch = batch.to(torch.float64)
+    return batch if total is None else total.add_(batch)
+
+
 def fit(module: nn.Module, params_list: list[Params], buffers: dict, data, layers: list[Layer],
         fisher: str, loss_name: str | None, seeds: list[int], kind: str, batch_size: int, *,
         loss_fn: Callable | None = None, weight_decay: float = 0.0) -> list[KroneckerCurvature]:
@@ -123,8 +132,8 @@ def fit(module: nn.Module, params_list: list[Params], buffers: dict, data, layer
         positions = [0] * len(layers)
         for cap in factors(params, seed):
             for i, (a, g) in enumerate(zip(cap.a, cap.g)):
-                A[i] = ops.kron_covariance(a.to(torch.float64), out=A[i])
-                S[i] = ops.kron_covariance(g.to(torch.float64), out=S[i])
+                A[i] = _add64(A[i], ops.kron_covariance(a))
+                S[i] = _add64(S[i], ops.kron_covariance(g))
                 positions[i] += a.shape[0] * a.shape[1]
         covariances.append([(A[i] / positions[i], S[i] / N) for i in range(len(layers))])
     decomposed = _eigh_batched([m for per_seed in covariances for pair in per_seed for m in pair])
@@ -136,10 +145,11 @@ def fit(module: nn.Module, params_list: list[Params], buffers: dict, data, layer
             eigen.append(LayerEigen(QA, QS, torch.outer(dS, dA)))
         if kind == "ekfac":
             lam = [torch.zeros_like(e.lam) for e in eigen]
+            bases: dict[tuple[int, torch.dtype], tuple[Tensor, Tensor]] = {}  # eigenbases in the factors' dtype
             for cap in factors(params, seed):
                 for i, (a, g) in enumerate(zip(cap.a, cap.g)):
-                    ops.ekfac_eigvals(a.to(torch.float64), g.to(torch.float64), eigen[i].QA, eigen[i].QS,
-                                      out=lam[i])
+                    QA, QS = bases.setdefault((i, a.dtype), (eigen[i].QA.to(a.dtype), eigen[i].QS.to(a.dtype)))
+                    lam[i] += ops.ekfac_eigvals(a, g, QA, QS)
             for e, total in zip(eigen, lam):
                 e.lam = total / N
         results.append(KroneckerCurvature(kind, layers, eigen, float(weight_decay)))
