@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
+
+from dtda.atomic import atomic_path
 
 if TYPE_CHECKING:
     from dtda.stats import Distributional, Top
@@ -156,7 +157,9 @@ class SeedSamples:
 
     def distributional(self, **options: Any) -> Distributional:
         """Every distributional statistic with bootstrap CIs; options of :func:`dtda.stats.distributional`."""
-        from dtda.stats import distributional  # the statistics layer sits above this container
+        from dtda.stats import (
+            distributional,  # the statistics layer sits above this container
+        )
 
         return distributional(self, **options)
 
@@ -198,15 +201,8 @@ class SeedSamples:
             raise ValueError(
                 f"SeedSamples.save: meta must be JSON-serialisable (no NaN), got {self.meta!r}: {err}") from err
         tensors = {"m": self.m.detach().cpu().contiguous(), "delta": self.delta.detach().cpu().contiguous()}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={_META_KEY: text})
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={_META_KEY: text})
         return path
 
     @classmethod

@@ -15,12 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from dtda.atomic import atomic_path, atomic_write_text
 from dtda.evaluate.removal import Removal
 
 
@@ -48,7 +48,7 @@ class RetrainCache:
                     f"retrain cache {self.path} was made for another recipe, dataset or measurement "
                     f"(context {str(stored)[:12]}…, this one {context[:12]}…); use another folder or delete it")
         else:
-            _atomic(found, lambda tmp: Path(tmp).write_text(json.dumps({"context": context}) + "\n"))
+            atomic_write_text(found, json.dumps({"context": context}) + "\n")
 
     def file(self, mode: str, removal: Removal, seed: int) -> Path:
         return self.path / mode / removal.key / f"{int(seed)}.safetensors"
@@ -63,20 +63,8 @@ class RetrainCache:
         meta = {"dtda": json.dumps({"mode": mode, "indices": list(removal.indices), "weight": removal.weight,
                                     "seed": int(seed)}, sort_keys=True)}
         tensors = {"m": m.detach().cpu().contiguous()}
-        _atomic(f, lambda tmp: save_file(tensors, tmp, metadata=meta))
-
-
-def _atomic(path: Path, write) -> None:
-    """``write(tmp)`` to a temporary file next to ``path``, then rename it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        with atomic_path(f) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
 
 
 def context_digest(recipe, data, measure_probe: Tensor) -> str:

@@ -20,7 +20,7 @@ then the driver records it in the manifest. A stage or seed is finished exactly 
 file verifies against the manifest; anything else is recomputed (``docs/reliability.md``).
 """
 
-from dtda.rundir.atomic import atomic_write_bytes, atomic_write_text, atomic_path, atomic_dir
+from dtda.atomic import atomic_write_bytes, atomic_write_text, atomic_path, atomic_dir
 from dtda.rundir.directory import RunDir
 from dtda.rundir.errors import RunDirError
 

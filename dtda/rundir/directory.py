@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from dtda.rundir import lock
-from dtda.rundir.atomic import atomic_path, atomic_write_text
+from dtda.atomic import atomic_path, atomic_write_text
 from dtda.rundir.errors import RunDirError
 from dtda.rundir.manifest import NAME as MANIFEST
 from dtda.rundir.manifest import Manifest
@@ -22,7 +22,7 @@ from dtda.train.record import member_path
 
 
 def _is_temporary(name: str) -> bool:
-    """Names of :mod:`dtda.rundir.atomic` and member temporaries (``.x.abc.tmp``, ``.report.abc.old``)."""
+    """Names of :mod:`dtda.atomic` temporaries (``.x.abc.tmp``, ``.report.abc.old``)."""
     return name.startswith(".") and name.endswith((".tmp", ".old"))
 
 

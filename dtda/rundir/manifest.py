@@ -23,7 +23,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from dtda.rundir.atomic import atomic_write_text
+from dtda.atomic import atomic_write_text
 
 NAME = "manifest.json"
 FORMAT = "dtda-manifest-1"

@@ -13,8 +13,6 @@ trained in a group, the group's seeds.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from dtda.atomic import atomic_path
 from dtda.train.optim import Params, State
 
 
@@ -96,14 +95,8 @@ def save_member(store: str | Path, member: Member, fingerprint: str) -> Path:
     if rec.group is not None:
         fields["group"] = list(rec.group)
     meta = {"dtda": json.dumps(fields, sort_keys=True)}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".member.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return path
 
 

@@ -1,4 +1,7 @@
-"""Atomic file and directory writes: write under a temporary name, fsync, rename into place."""
+"""Atomic file and directory writes: write under a temporary name, fsync, rename into place.
+
+Standard library only, so every layer (member files, SeedSamples, the retrain cache, run
+directories) writes through this one mechanism."""
 
 from __future__ import annotations
 
