@@ -192,7 +192,7 @@ def plot(results: dict, path: Path) -> None:
                     ax.axhline(ceiling, color=colors[k], ls="--", lw=1)
             ax.axhline(0, color="black", lw=0.5)
             ax.set_xticks(range(len(methods)), methods, rotation=60, fontsize=7)
-            ax.set_ylim(-1.0, 1.05)
+            ax.set_ylim(-0.3, 1.05)
             ax.set_title(f"{name}, α = {alpha}", fontsize=9)
             if j == 0:
                 ax.set_ylabel("LDS (dashed: noise ceiling)")
