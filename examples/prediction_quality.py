@@ -17,6 +17,7 @@ per member), of the first-order forward sweep alone, and of the retraining.
 
     python examples/prediction_quality.py                 # writes docs/results/prediction_quality.*
     python examples/prediction_quality.py --quick         # seconds (a temporary folder)
+    python examples/prediction_quality.py --settings toy1d --stem prediction_quality_toy1d
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--settings", default="digits,diabetes", help="comma-separated: digits, diabetes, toy1d")
+    ap.add_argument("--stem", default="prediction_quality", help="name of the .md and .json written")
     ap.add_argument("--out", help="folder (default docs/results; --quick: a temporary folder)")
     args = ap.parse_args(argv)
     out = Path(args.out) if args.out else (Path(tempfile.mkdtemp(prefix="pq-")) if args.quick else ROOT / "docs" / "results")
@@ -123,7 +125,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     from dtda.atomic import atomic_write_text
 
-    atomic_write_text(out / "prediction_quality.json",
+    atomic_write_text(out / f"{args.stem}.json",
                       json.dumps({"quick": args.quick, **load, **results}, indent=1) + "\n")
     lines = ["| setting | prediction vs retraining | mean-shift rel. error (median) | per-seed rel. rms error | "
              "per-seed r | var. increase actual/predicted |", "|---|---|---|---|---|---|"]
@@ -146,8 +148,8 @@ def main(argv=None) -> int:
         f"{r['seconds']['predictions_first_order_only']}, {r['seconds']['retrainings']} retrainings "
         f"{r['seconds']['retraining_masked_and_subset']}, setting total {r['wall_s']}" for name, r in results.items())
         + f" (load average {load['load_before']} before, {load['load_after']} after)."]
-    atomic_write_text(out / "prediction_quality.md", "\n".join(lines) + "\n")
-    print(out / "prediction_quality.md", file=sys.stderr)
+    atomic_write_text(out / f"{args.stem}.md", "\n".join(lines) + "\n")
+    print(out / f"{args.stem}.md", file=sys.stderr)
     return 0
 
 
