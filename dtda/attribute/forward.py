@@ -10,7 +10,7 @@ too (forward over forward: one nested ``jvp`` of Φ_t along the path (θ_t + ε�
 w + εu)), giving d²m/dε² = ∇mᵀσ_T + ρ_Tᵀ∇²m ρ_T and the second-order prediction of removal
 (ε = 1) m + δ + ½·d²m/dε². Φ_t is linear in w, so the Taylor series in ε is that of the whole
 trajectory: for a model linear in θ trained T = 2 steps, m(ε) is a quadratic and the prediction
-is exact. Cost: about 3–4× the first-order sweep.
+is exact. Cost: 6–10× the first-order sweep (measured, docs/results.md section 6).
 """
 
 from __future__ import annotations

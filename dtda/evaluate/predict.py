@@ -15,7 +15,7 @@ predictions of m after removal are
 - second-order: m_s + δ_s(G) + ½δ²_s(G), the Taylor series of m(θ_T(ε)) to ε² at ε = 1. It adds
   the curvature of training in the weights (the interaction of the removed examples with each
   other, and with the parameter shift they cause) and of m. Exact when m(ε) is a quadratic (a
-  linear model trained two steps); one forward-over-forward sweep per member, about 3–4× the
+  linear model trained two steps); one forward-over-forward sweep per member, 6–10× the
   cost of the first-order one.
 
 Each comes back as :class:`SeedSamples` (δ [K, G, Q] = prediction − m_s), so every statistic and
@@ -39,7 +39,7 @@ def predictions(ensemble: Ensemble, measure, groups, chunk_size: int | None = No
                 second_order: bool = True) -> dict[str, SeedSamples]:
     """{"linear": …, "nonlinear": …, "second_order": …}: the predictions for ``groups`` (lists
     of example indices) for every member of ``ensemble``, as SeedSamples with δ [K, G, Q].
-    ``second_order=False`` leaves the second-order one out (and its 3–4× cost)."""
+    ``second_order=False`` leaves the second-order one out (and its 6–10× cost)."""
     measure = as_measurement(measure)
     groups = [[int(i) for i in g] for g in groups]
     ms, deltas = [], {kind: [] for kind in KINDS[:3 if second_order else 2]}
