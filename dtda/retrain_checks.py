@@ -182,7 +182,8 @@ def write_confirm(out: Path, result, queries: list[int] | None = None) -> Path:
             f"Attributed seeds K = {len(result.predicted.seeds)}; retrain seeds S = {len(result.actual.seeds)}; "
             f"null controls: {', '.join(sorted(result.controls)) or 'none'} (ε = {result.epsilon:g}); "
             f"{result.actual_stats.confidence:.0%} seed-bootstrap intervals; magnitude tolerance "
-            f"×{result.tolerance:g}. Every number is after removal minus before.", "",
+            f"×{result.tolerance:g}. Every number is after removal minus before; the prediction is the "
+            f"linearised one, m_s + Σ_{{k∈G}} δ_s(k).", "",
             _table(header, body), "",
             "## Verdicts", ""] + [f"- {r['line']}" for r in rows]
     if result.quotient_corr is not None:

@@ -4,6 +4,13 @@ For group G the weights move along u = −𝟙_G (with multiplicity). The tangen
 (ρ_t, state tangents) with ρ_0 = 0, follows one ``torch.func.jvp`` of the step Φ_t per step with
 tangent (ρ_t, state tangents, u_{B_t}); G groups are vmapped. Memory is constant in T. Outputs:
 the parameter shift Δθ(G) = ρ_T and δ(G) = ∇m(θ_T)ᵀρ_T.
+
+With ``order=2`` the second-order tangent σ_t = d²θ_t/dε² along the weights w = 1 + εu is carried
+too (forward over forward: one nested ``jvp`` of Φ_t along the path (θ_t + ερ_t + ½ε²σ_t,
+w + εu)), giving d²m/dε² = ∇mᵀσ_T + ρ_Tᵀ∇²m ρ_T and the second-order prediction of removal
+(ε = 1) m + δ + ½·d²m/dε². Φ_t is linear in w, so the Taylor series in ε is that of the whole
+trajectory: for a model linear in θ trained T = 2 steps, m(ε) is a quadratic and the prediction
+is exact. Cost: 6–10× the first-order sweep (measured, docs/results.md section 6).
 """
 
 from __future__ import annotations
@@ -24,11 +31,14 @@ from dtda.train.step import Step
 
 @dataclass
 class ForwardResult:
-    """m [Q]; delta [G, Q]; dtheta: name -> [G, *shape] (Δθ(G), for the non-linear variant)."""
+    """m [Q]; delta [G, Q]; dtheta: name -> [G, *shape] (Δθ(G), for the non-linear variant);
+    with order 2 also delta2 [G, Q] = d²m/dε² and dtheta2 = d²θ_T/dε² (name -> [G, *shape])."""
 
     m: Tensor
     delta: Tensor
     dtheta: Params
+    delta2: Tensor | None = None
+    dtheta2: Params | None = None
 
 
 def group_directions(groups, n: int, dtype: torch.dtype) -> Tensor:
@@ -44,11 +54,25 @@ def group_directions(groups, n: int, dtype: torch.dtype) -> Tensor:
     return u
 
 
+def along(values: dict, first: dict, second: dict, e: Tensor) -> dict:
+    """values + e·first + ½e²·second, for (nested) dicts of tensors: the second-order path in ε."""
+    return {k: along(v, first[k], second[k], e) if isinstance(v, dict) else v + e * first[k] + 0.5 * e * e * second[k]
+            for k, v in values.items()}
+
+
+def second_order_jvp(f, at: Tensor):
+    """(f'(at), f''(at)) of a function of the scalar ``at`` (forward over forward)."""
+    one = torch.ones_like(at)
+    return jvp(lambda e: jvp(f, (e,), (one,))[1], (at,), (one,))
+
+
 def forward(step: Step, data: Data, member: Member, measure, groups,
-            chunk_size: int | None = None) -> ForwardResult:
-    """Forward-mode UD of one member for ``groups`` (lists of example indices). The states are
-    replayed as the member was trained (:class:`dtda.train.lockstep.Replayer`: in its group's
-    lockstep if it was trained in one)."""
+            chunk_size: int | None = None, order: int = 1) -> ForwardResult:
+    """Forward-mode UD of one member for ``groups`` (lists of example indices); ``order`` 2 adds
+    the second-order terms (module docstring). The states are replayed as the member was trained
+    (:class:`dtda.train.lockstep.Replayer`: in its group's lockstep if it was trained in one)."""
+    if order not in (1, 2):
+        raise ValueError(f"order must be 1 (Δθ and δ) or 2 (also d²θ/dε² and d²m/dε²), got {order!r}")
     rec = member.record
     n, dtype = len(data), step.recipe.dtype
     weights = member.weights(n, dtype)
@@ -63,6 +87,10 @@ def forward(step: Step, data: Data, member: Member, measure, groups,
     rho = {k: p.new_zeros((G,) + p.shape) for k, p in params.items()}
     rho_state = {slot: {k: v.new_zeros((G,) + v.shape) for k, v in vals.items()}
                  for slot, vals in state.items()}
+    if order == 2:
+        sigma = {k: torch.zeros_like(v) for k, v in rho.items()}
+        sigma_state = {slot: {k: torch.zeros_like(v) for k, v in vals.items()} for slot, vals in rho_state.items()}
+    zero = torch.zeros((), dtype=dtype)
     for start, stop in zip(replayer.marks[:-1], replayer.marks[1:]):
         for t, (params, state) in enumerate(replayer.segment(start, stop), start):
             params, state = unstack(params, position), unstack(state, position)
@@ -75,6 +103,23 @@ def forward(step: Step, data: Data, member: Member, measure, groups,
                     return p2, s2
                 return jvp(phi, (params, state, w), (tp, ts, tw))[1]
 
-            rho, rho_state = vmap(tangent, randomness="same", chunk_size=chunk_size)(rho, rho_state, u[:, idx])
+            def tangents(tp, ts, sp, ss, tw, params=params, state=state, x=x, y=y, w=w, t=t):
+                def path(e):
+                    p2, s2, _ = step.phi(along(params, tp, sp, e), along(state, ts, ss, e), x, y, w + e * tw, t)
+                    return p2, s2
+                return second_order_jvp(path, zero)
+
+            if order == 1:
+                rho, rho_state = vmap(tangent, randomness="same", chunk_size=chunk_size)(rho, rho_state, u[:, idx])
+            else:
+                (rho, rho_state), (sigma, sigma_state) = vmap(tangents, randomness="same", chunk_size=chunk_size)(
+                    rho, rho_state, sigma, sigma_state, u[:, idx])
     delta = sum(grad_m[k].reshape(m.shape[0], -1) @ rho[k].reshape(G, -1).T for k in rho).T
-    return ForwardResult(m, delta.contiguous(), rho)
+    if order == 1:
+        return ForwardResult(m, delta.contiguous(), rho)
+
+    def curvature(tp, sp):  # d²/dε² m(θ_T + ερ + ½ε²σ) = ∇mᵀσ + ρᵀ∇²mρ
+        return second_order_jvp(lambda e: measure.functional(along(member.params, tp, sp, e), step.buffers,
+                                                             step.module), zero)[1]
+    delta2 = vmap(curvature, chunk_size=chunk_size)(rho, sigma)
+    return ForwardResult(m, delta.contiguous(), rho, delta2.detach(), sigma)

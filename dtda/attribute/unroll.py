@@ -43,11 +43,12 @@ def _slots(member: Member) -> list[Member | None]:
 
 
 def forward_member(recipe: Recipe, data, member: Member, measure, groups,
-                   chunk_size: int | None = None) -> ForwardResult:
-    """Forward-mode UD of one member: m [Q], δ [G, Q] and Δθ(G) (name -> [G, *shape])."""
+                   chunk_size: int | None = None, order: int = 1) -> ForwardResult:
+    """Forward-mode UD of one member: m [Q], δ [G, Q] and Δθ(G) (name -> [G, *shape]); with
+    ``order=2`` also d²m/dε² [G, Q] and d²θ/dε² along w = 1 − ε𝟙_G (:mod:`dtda.attribute.forward`)."""
     data = as_data(data, recipe.dtype, recipe.loss_name)
     return forward(_step(recipe, member), data, member, as_measurement(measure),
-                   _check_groups(groups, len(data)), chunk_size)
+                   _check_groups(groups, len(data)), chunk_size, order)
 
 
 def unroll_member(recipe: Recipe, data, member: Member, measure, mode: str = "reverse",

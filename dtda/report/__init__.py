@@ -94,7 +94,10 @@ def write_report(out: Path, config: dict, data: TaskData, samples: SeedSamples, 
     ]
     if failures:
         blocks.append(Para("Failed seeds (left out): " + "; ".join(f"{s}: {e}" for s, e in sorted(failures.items()))))
-    blocks.append(Para("These are predictions. Before believing a surprising one, check it by retraining on the same "
+    blocks.append(Para("These are linearised predictions: the 'after' samples are m_s + Σ_{k∈G} δ_s(k), first order "
+                       "in the removed examples' weights (the second-order correction of "
+                       "`dtda.evaluate.predictions` is not used here; docs/evaluation.md). "
+                       "Before believing a surprising one, check it by retraining on the same "
                        "seeds: `dtda confirm RUN_DIR --top 10 --by var_increase --query 0` (or `--examples 12,57`) "
                        "shows predicted against actual effects and the chaotic floor; `dtda evaluate RUN_DIR` "
                        "scores the ranking (LDS) with its noise ceiling (docs/cli.md)."))
