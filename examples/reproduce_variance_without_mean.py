@@ -6,7 +6,9 @@ attributed by reverse unrolling (``dtda run``). For the measurement whose strong
 clearest, it picks the report's "spread without mean shift" examples (the largest |variance
 increase| among the examples with at most the median |mean shift|), two controls with a large
 mean shift (the top by |mean shift|) and two random low-effect examples, and retrains without
-each one alone (``dtda.evaluate.confirm``): subset mode (from scratch on D∖k, the target of
+each one alone, and without the group of the ``--group`` examples of largest positive variance
+increase among those with at most the median |mean shift| removed together
+(``dtda.evaluate.confirm``): subset mode (from scratch on D∖k, the target of
 d-TDA) with the run's 32 seeds and, with ``--masked``, masked mode (same batches, weight 0) too,
 each with null controls for the chaotic floor. The verdict per example says whether its mean
 shift and variance increase were confirmed, contradicted or below what retraining resolves.
@@ -32,7 +34,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "variance_without_mean"
-KINDS = ("spread without mean", "top mean shift", "random low effect")
+KINDS = ("spread without mean", "top mean shift", "random low effect", "spread group")
 
 
 def main(argv=None) -> int:
@@ -43,6 +45,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, help="attributed seeds (32; --quick 4)")
     ap.add_argument("--retrain-seeds", type=int, help="retrain seeds (default: the attributed ones)")
     ap.add_argument("--spread", type=int, default=4, help="spread-without-mean examples checked (4)")
+    ap.add_argument("--group", type=int, help="size of the spread-without-mean group removed together (32; --quick 8)")
     ap.add_argument("--masked", action="store_true", help="check in masked mode too")
     ap.add_argument("--workers", type=int, help="processes for training, attribution and retraining (2; --quick 1)")
     args = ap.parse_args(argv)
@@ -84,17 +87,21 @@ def main(argv=None) -> int:
     randoms = low_effect_examples(samples, set(spread + by_mean), 2, seed=1)
     kinds = {**{k: KINDS[0] for k in spread}, **{k: KINDS[1] for k in by_mean}, **{k: KINDS[2] for k in randoms}}
     chosen = list(kinds)
+    quiet = spread_only(raw, q, samples.N)
+    group = [k for k in quiet if stats.var_increase[k, q] > 0][:args.group or (8 if args.quick else 32)]
     common = dict(samples=samples, recipe=plan.recipe, train=(plan.data.X_train, plan.data.y_train),
-                  measure=plan.measurement(), examples=chosen, each=True, seeds=args.retrain_seeds,
+                  measure=plan.measurement(), seeds=args.retrain_seeds,
                   cache=run.dir.path / "retrain", executor=run.executor(),
                   group_size=run.config["execution"]["seeds_per_group"])
     checks = {}
     timings = {}
     for mode in ("subset", "masked") if args.masked else ("subset",):
         t = time.perf_counter()
-        checks[mode] = confirm(**common, mode=mode, controls=["tiny", "random"] if mode == "masked" else ["random"])
-        timings[mode] = round(time.perf_counter() - t, 1)
+        controls = ["tiny", "random"] if mode == "masked" else ["random"]
+        checks[mode] = confirm(**common, examples=chosen, each=True, mode=mode, controls=controls)
         write_confirm(out / f"{NAME}-{mode}", checks[mode], [q])
+        checks[f"{mode} group"] = confirm(**common, examples=group, mode=mode, controls=controls)
+        timings[mode] = round(time.perf_counter() - t, 1)
     wall = time.perf_counter() - t0
 
     sd = float(samples.m[:, q].double().std())
@@ -104,9 +111,11 @@ def main(argv=None) -> int:
               "group_size": run.config["execution"]["seeds_per_group"],
               "examples": {str(k): {"kind": kinds[k], "rank_abs_mean": _rank(stats.mean[:, q], k),
                                     "rank_abs_var_increase": _rank(stats.var_increase[:, q], k)} for k in chosen},
-              "confirm": {mode: [r for r in c.rows() if r["measurement"] == samples.names[q]]
-                          for mode, c in checks.items()}}
-    result["counts"] = {mode: _counts(rows, kinds) for mode, rows in result["confirm"].items()}
+              "group": group,
+              "confirm": {mode: [{**r, "kind": KINDS[3] if len(r["examples"]) > 1 else kinds[r["examples"][0]]}
+                                 for r in checks[mode].rows() + checks[f"{mode} group"].rows()
+                                 if r["measurement"] == samples.names[q]] for mode in timings}}
+    result["counts"] = {mode: _counts(rows) for mode, rows in result["confirm"].items()}
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{NAME}.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / f"{NAME}.md").write_text(_markdown(result) + "\n")
@@ -121,11 +130,15 @@ def _rank(values, k: int) -> int:
     return int((values.abs() > values[k].abs()).sum()) + 1
 
 
-def _counts(rows: list[dict], kinds: dict) -> dict:
+def _label(row: dict) -> str:
+    return f"#{row['examples'][0]}" if len(row["examples"]) == 1 else f"group of {len(row['examples'])}"
+
+
+def _counts(rows: list[dict]) -> dict:
     """Per kind of example: how many had their variance increase / mean shift confirmed."""
     out = {}
     for kind in KINDS:
-        mine = [r for r in rows if kinds[r["examples"][0]] == kind]
+        mine = [r for r in rows if r["kind"] == kind]
         out[kind] = {s: {"confirmed": sum(r[s]["verdict"] == "confirmed" for r in mine),
                          "sign": sum(r[s]["verdict"] in ("confirmed", "sign") for r in mine), "of": len(mine)}
                      for s in ("mean", "var_increase")}
@@ -144,15 +157,16 @@ def _markdown(r: dict) -> str:
              "| example | kind | rank by abs. mean shift | rank by abs. variance increase |", "|---|---|---|---|"]
     lines += [f"| #{k} | {e['kind']} | {e['rank_abs_mean']} | {e['rank_abs_var_increase']} |"
               for k, e in r["examples"].items()]
+    lines += ["", f"The spread group: {len(r['group'])} examples removed together ("
+              + ", ".join(map(str, r["group"])) + ")."]
     for mode, rows in r["confirm"].items():
         lines += ["", f"## Retrained ({mode} mode)", "",
                   "| example | kind | statistic | predicted [CI] | actual [CI] | floor | verdict |",
                   "|---|---|---|---|---|---|---|"]
         for row in rows:
-            k = row["examples"][0]
             for s in ("mean", "var_increase", "w2"):
                 v = row[s]
-                lines.append(f"| #{k} | {r['examples'][str(k)]['kind']} | {s} | {_ci(v['predicted'], v['predicted_ci'])} "
+                lines.append(f"| {_label(row)} | {row['kind']} | {s} | {_ci(v['predicted'], v['predicted_ci'])} "
                              f"| {_ci(v['actual'], v['actual_ci'])} | {v['floor']:.3g} | {v['verdict']} |")
         lines += ["", "Confirmed (sign and magnitude) / sign right, per kind:", ""]
         for kind, c in r["counts"][mode].items():
@@ -170,18 +184,18 @@ def _figure(path: Path, r: dict) -> None:
 
     modes = list(r["confirm"])
     fig, axes = plt.subplots(len(modes), 2, figsize=(10, 4 * len(modes)), squeeze=False)
-    colors = dict(zip(KINDS, ("tab:red", "tab:blue", "tab:grey")))
+    colors = dict(zip(KINDS, ("tab:red", "tab:blue", "tab:grey", "tab:purple")))
     for row, mode in enumerate(modes):
         for col, s in enumerate(("var_increase", "mean")):
             ax = axes[row, col]
             for item in r["confirm"][mode]:
-                v, kind = item[s], r["examples"][str(item["examples"][0])]["kind"]
+                v, kind = item[s], item["kind"]
                 pl, ph = v["predicted_ci"] or (v["predicted"],) * 2
                 al, ah = v["actual_ci"]
                 ax.errorbar(v["predicted"], v["actual"], xerr=[[v["predicted"] - pl], [ph - v["predicted"]]],
                             yerr=[[v["actual"] - al], [ah - v["actual"]]], fmt="o", color=colors[kind], ms=5,
                             capsize=2, label=kind)
-                ax.annotate(f"#{item['examples'][0]}", (v["predicted"], v["actual"]), fontsize=7,
+                ax.annotate(_label(item), (v["predicted"], v["actual"]), fontsize=7,
                             xytext=(3, 3), textcoords="offset points")
             floor = max(item[s]["floor"] for item in r["confirm"][mode])
             ax.axhspan(-floor, floor, color="k", alpha=0.08, label="chaotic floor (null controls, max)")

@@ -34,7 +34,8 @@ def test_variance_without_mean_quick(tmp_path):
     assert kinds.count("spread without mean") == 2 and kinds.count("top mean shift") == 2
     assert kinds.count("random low effect") == 2
     rows = result["confirm"]["subset"]
-    assert [r["examples"][0] for r in rows] == [int(k) for k in result["examples"]]
+    assert [r["examples"] for r in rows] == [[int(k)] for k in result["examples"]] + [sorted(result["group"])]
+    assert len(result["group"]) == 8 and rows[-1]["kind"] == "spread group"
     assert all(r["measurement"] == result["measurement"] and r["var_increase"]["verdict"] in VERDICTS for r in rows)
     assert result["retrain_seeds"] == result["seeds"] == 4 and result["wall_s"] > 0
     for k, e in result["examples"].items():  # the report's criterion: |mean shift| at most the median
