@@ -16,9 +16,12 @@ shift and variance increase were confirmed, contradicted or below what retrainin
     python examples/reproduce_variance_without_mean.py           # 32 seeds (docs/results/variance_without_mean.*)
     python examples/reproduce_variance_without_mean.py --quick   # 4 seeds, 300 images (CI; a temp folder)
 
-Writes ``variance_without_mean.md``, ``.json`` and ``.png`` under ``--out`` (default docs/results;
---quick: a temporary folder), ``confirm`` tables per mode in ``variance_without_mean-<mode>/``
-and the run directory under ``--run``. Prints the wall time.
+    # subset retraining with 256 seeds (the 32 attributed ones and 224 new full-data runs):
+    python examples/reproduce_variance_without_mean.py --retrain-seeds 256 --spread 2 --name variance_without_mean-256
+
+Writes ``<name>.md``, ``.json`` and ``.png`` under ``--out`` (default docs/results; --quick: a
+temporary folder; ``--name`` default variance_without_mean), ``confirm`` tables per mode in
+``<name>-<mode>/`` and the run directory under ``--run``. Prints the wall time.
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-NAME = "variance_without_mean"
 KINDS = ("spread without mean", "top mean shift", "random low effect", "spread group")
 
 
@@ -47,6 +49,7 @@ def main(argv=None) -> int:
     ap.add_argument("--spread", type=int, default=4, help="spread-without-mean examples checked (4)")
     ap.add_argument("--group", type=int, help="size of the spread-without-mean group removed together (32; --quick 8)")
     ap.add_argument("--masked", action="store_true", help="check in masked mode too")
+    ap.add_argument("--name", default="variance_without_mean", help="stem of the output files")
     ap.add_argument("--workers", type=int, help="processes for training, attribution and retraining (2; --quick 1)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -60,6 +63,7 @@ def main(argv=None) -> int:
     from dtda.retrain_checks import write_confirm
 
     t0 = time.perf_counter()
+    name = args.name
     out = Path(args.out) if args.out else (Path(tempfile.mkdtemp(prefix="vwm-")) if args.quick
                                            else ROOT / "docs" / "results")
     config = demo.config(quick=args.quick)
@@ -69,7 +73,7 @@ def main(argv=None) -> int:
     config["execution"] = {"executor": "process", "workers": workers} if workers > 1 else {"executor": "local"}
     if args.quick:
         config["measure"]["test"] = 4
-    run = Run.create(cfgmod.validate(config, source="reproduction config"), args.run or out / f"{NAME}-run",
+    run = Run.create(cfgmod.validate(config, source="reproduction config"), args.run or out / "variance_without_mean-run",
                      quiet=True)
     run.all()
     t_run = time.perf_counter() - t0
@@ -99,7 +103,7 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         controls = ["tiny", "random"] if mode == "masked" else ["random"]
         checks[mode] = confirm(**common, examples=chosen, each=True, mode=mode, controls=controls)
-        write_confirm(out / f"{NAME}-{mode}", checks[mode], [q])
+        write_confirm(out / f"{name}-{mode}", checks[mode], [q])
         checks[f"{mode} group"] = confirm(**common, examples=group, mode=mode, controls=controls)
         timings[mode] = round(time.perf_counter() - t, 1)
     wall = time.perf_counter() - t0
@@ -117,10 +121,10 @@ def main(argv=None) -> int:
                                  if r["measurement"] == samples.names[q]] for mode in timings}}
     result["counts"] = {mode: _counts(rows) for mode, rows in result["confirm"].items()}
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{NAME}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / f"{NAME}.md").write_text(_markdown(result) + "\n")
-    _figure(out / f"{NAME}.png", result)
-    print(f"{NAME}: {samples.names[q]}, {len(chosen)} examples, {wall:.0f} s ({out / (NAME + '.md')})", file=sys.stderr)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / f"{name}.md").write_text(_markdown(result) + "\n")
+    _figure(out / f"{name}.png", result)
+    print(f"{name}: {samples.names[q]}, {len(chosen)} examples, {wall:.0f} s ({out / (name + '.md')})", file=sys.stderr)
     for mode, c in result["counts"].items():
         print(f"[{mode}] {c}", file=sys.stderr)
     return 0
