@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="4 seeds, 300 images, 2 epochs: seconds, for CI")
     ap.add_argument("--out", help="output folder (default docs/results; --quick: a temp folder)")
     ap.add_argument("--seeds", type=int, help="seeds (32; --quick 4)")
-    ap.add_argument("--fractions", default=None, help="pruned fractions of the training set (0.05,0.1,0.2; --quick 0.1)")
+    ap.add_argument("--fractions", default=None, help="pruned fractions of the training set (0.01,0.02,0.05,0.1,0.2; --quick 0.1)")
     ap.add_argument("--cache", help="retrain cache folder (default: <out>/pruning-retrain)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     out = Path(args.out) if args.out else (Path(tempfile.mkdtemp(prefix="pruning-")) if args.quick
                                            else ROOT / "docs" / "results")
     seeds = list(range(args.seeds or (4 if args.quick else 32)))
-    fractions = [float(f) for f in (args.fractions or ("0.1" if args.quick else "0.05,0.1,0.2")).split(",")]
+    fractions = [float(f) for f in (args.fractions or ("0.1" if args.quick else "0.01,0.02,0.05,0.1,0.2")).split(",")]
     plan = Plan.build(cfgmod.validate(demo.config(quick=args.quick), source="pruning config"))
     recipe, train = plan.recipe, (plan.data.X_train, plan.data.y_train)
     held = torch.randperm(len(plan.data.X_test), generator=torch.Generator().manual_seed(0))
@@ -100,10 +100,10 @@ def main(argv=None) -> int:
     run = dict(cache=Path(args.cache) if args.cache else out / "pruning-retrain")
     full = retrain_measurements(recipe, train, metrics, [[]], seeds, "subset", **run)[0]          # [K, 3]
     results = {"full data": {"removed": 0, "values": full}}
-    gen = torch.Generator().manual_seed(1)
+    permutation = torch.randperm(N, generator=torch.Generator().manual_seed(1))  # nested random sets
     for frac in fractions:
         n = int(round(frac * N))
-        shared = {"random": torch.randperm(N, generator=gen)[:n], "seed-averaged": mean_shift.argsort()[:n],
+        shared = {"random": permutation[:n], "seed-averaged": mean_shift.argsort()[:n],
                   "distributional": (mean_shift + sd_shift).argsort()[:n]}
         for name, idx in shared.items():
             got = retrain_measurements(recipe, train, metrics, [idx.tolist()], seeds, "subset", **run)[0]
