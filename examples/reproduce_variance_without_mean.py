@@ -106,6 +106,8 @@ def main(argv=None) -> int:
         write_confirm(out / f"{name}-{mode}", checks[mode], [q])
         checks[f"{mode} group"] = confirm(**common, examples=group, mode=mode, controls=controls)
         timings[mode] = round(time.perf_counter() - t, 1)
+    contrasts = _contrasts(samples, common, chosen, group, q)
+    run.close()
     wall = time.perf_counter() - t0
 
     sd = float(samples.m[:, q].double().std())
@@ -115,7 +117,7 @@ def main(argv=None) -> int:
               "group_size": run.config["execution"]["seeds_per_group"],
               "examples": {str(k): {"kind": kinds[k], "rank_abs_mean": _rank(stats.mean[:, q], k),
                                     "rank_abs_var_increase": _rank(stats.var_increase[:, q], k)} for k in chosen},
-              "group": group,
+              "group": group, "contrasts_subset": contrasts,
               "confirm": {mode: [{**r, "kind": KINDS[3] if len(r["examples"]) > 1 else kinds[r["examples"][0]]}
                                  for r in checks[mode].rows() + checks[f"{mode} group"].rows()
                                  if r["measurement"] == samples.names[q]] for mode in timings}}
@@ -128,6 +130,44 @@ def main(argv=None) -> int:
     for mode, c in result["counts"].items():
         print(f"[{mode}] {c}", file=sys.stderr)
     return 0
+
+
+def _contrasts(samples, common: dict, singles: list[int], group: list[int], q: int) -> list[dict]:
+    """Each removal against its own ``random`` null control in subset mode (the one confirm drew,
+    so the retrainings come from the cache), paired by seed: differences of the retrained means and
+    variances, predicted and actual, with 95% seed-bootstrap CIs. Subset retraining moves every
+    removal of one size alike (PAPER §8.1: the batches of every seed change); the contrast cancels
+    that common part, which the floor against the full-data runs contains."""
+    from dtda.evaluate import retrained_samples
+    from dtda.evaluate.confirm import low_effect_examples
+
+    pairs = [([k], low_effect_examples(samples, set(singles), 1, g)) for g, k in enumerate(singles)]
+    pairs.append((sorted(group), low_effect_examples(samples, set(group), len(group), 0)))
+    removals = [r for pair in pairs for r in pair]
+    actual = retrained_samples(samples, common["recipe"], common["train"], common["measure"], removals,
+                               common["seeds"], "subset", group_size=common["group_size"], cache=common["cache"],
+                               executor=common["executor"])
+    predicted = samples.group(removals)
+    rows = []
+    for i, (removal, control) in enumerate(pairs):
+        row = {"examples": removal, "control": control}
+        for label, s in (("predicted", predicted), ("actual", actual)):
+            row[label] = _paired(s.m[:, q, None].double() + s.delta[:, 2 * i:2 * i + 2, q].double())
+        rows.append(row)
+    return rows
+
+
+def _paired(after) -> dict:
+    """after [K, 2] (removal, control): mean and variance differences with seed-bootstrap CIs."""
+    def stat(a):
+        return torch.stack([a[:, 0].mean() - a[:, 1].mean(), a[:, 0].var() - a[:, 1].var()])
+
+    idx = torch.randint(0, len(after), (1000, len(after)), generator=torch.Generator().manual_seed(0))
+    lo, hi = torch.quantile(torch.stack([stat(after[i]) for i in idx]), torch.tensor([0.025, 0.975],
+                                                                                     dtype=after.dtype), dim=0)
+    v = stat(after)
+    return {"mean": float(v[0]), "mean_ci": [float(lo[0]), float(hi[0])],
+            "var": float(v[1]), "var_ci": [float(lo[1]), float(hi[1])]}
 
 
 def _rank(values, k: int) -> int:
@@ -177,6 +217,16 @@ def _markdown(r: dict) -> str:
             lines.append(f"- {kind}: variance increase {c['var_increase']['confirmed']}/{c['var_increase']['sign']}"
                          f" of {c['var_increase']['of']}; mean shift {c['mean']['confirmed']}/{c['mean']['sign']}"
                          f" of {c['mean']['of']}")
+    lines += ["", "## Against the random control (subset mode, paired by seed)", "",
+              "Removal minus its own random null control (same size, same mode, same seeds): the part of "
+              "subset retraining's shift common to every removal cancels.", "",
+              "| removed | control | predicted mean / var. difference | actual mean difference [CI] "
+              "| actual var. difference [CI] |", "|---|---|---|---|---|"]
+    for c in r["contrasts_subset"]:
+        a, pr = c["actual"], c["predicted"]
+        who = f"#{c['examples'][0]}" if len(c["examples"]) == 1 else f"group of {len(c['examples'])}"
+        lines.append(f"| {who} | {len(c['control'])} random | {pr['mean']:+.3g} / {pr['var']:+.3g} "
+                     f"| {_ci(a['mean'], a['mean_ci'])} | {_ci(a['var'], a['var_ci'])} |")
     return "\n".join(lines)
 
 

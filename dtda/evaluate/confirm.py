@@ -259,4 +259,4 @@ def _paired_corr(predicted: SeedSamples, other: SeedSamples, scale: float = 1.0)
     return pearson(a, b, 0)
 
 
-__all__ = ["confirm", "ConfirmResult", "Verdict", "judge", "COMPARED", "CONTROLS"]
+__all__ = ["confirm", "ConfirmResult", "Verdict", "judge", "low_effect_examples", "COMPARED", "CONTROLS"]
