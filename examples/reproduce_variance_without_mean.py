@@ -224,8 +224,7 @@ def _markdown(r: dict) -> str:
               "| actual var. difference [CI] |", "|---|---|---|---|---|"]
     for c in r["contrasts_subset"]:
         a, pr = c["actual"], c["predicted"]
-        who = f"#{c['examples'][0]}" if len(c["examples"]) == 1 else f"group of {len(c['examples'])}"
-        lines.append(f"| {who} | {len(c['control'])} random | {pr['mean']:+.3g} / {pr['var']:+.3g} "
+        lines.append(f"| {_label(c)} | {len(c['control'])} random | {pr['mean']:+.3g} / {pr['var']:+.3g} "
                      f"| {_ci(a['mean'], a['mean_ci'])} | {_ci(a['var'], a['var_ci'])} |")
     return "\n".join(lines)
 
