@@ -67,7 +67,9 @@ def run_command(args) -> int:
     samples = read_samples(run.dir.samples_path)
     context = dict(samples=samples, recipe=plan.recipe, train=(plan.data.X_train, plan.data.y_train),
                    measure=plan.measurement(), cache=run.dir.path / "retrain", executor=run.executor(),
-                   progress=not args.quiet)
+                   progress=not args.quiet,
+                   # the run's lockstep groups: an empty removal then reproduces its members bit for bit
+                   group_size=run.config["execution"]["seeds_per_group"] or None)
     try:
         with torch_threads(run.config["train"]["threads"]):  # as the run's seed tasks: the same bits anywhere
             out = (_confirm(args, run, context) if args.command == "confirm" else _evaluate(args, run, context))

@@ -3,7 +3,8 @@
 Layout under the cache folder (inside a run directory: ``<run>/retrain/``)::
 
     context.json                       what the cache was made for (recipe, data, measurement hash)
-    <mode>/<removal key>/<seed>.safetensors    m [Q] of seed ``seed`` retrained without the removal
+    <mode>/group<size>/<removal key>/<seed>.safetensors    m [Q] of seed ``seed`` retrained without
+                                       the removal, in lockstep groups of <size> seeds
 
 Each file is written to a temporary name and renamed into place, so a file that exists is complete
 and a killed retraining resumes where it stopped. A cache made for another recipe, dataset or
@@ -29,7 +30,8 @@ class CacheMismatch(RuntimeError):
 
 
 class RetrainCache:
-    """Retrained measurements m [Q] keyed by (mode, removal, seed), in folder ``path``.
+    """Retrained measurements m [Q] keyed by (mode, removal, seed, group size), in folder ``path``
+    (a member's bits depend on whether it trained alone or in a lockstep group).
 
     ``context`` (a hex digest of the recipe, data and measurement) is written on first use and
     checked on every later open.
@@ -50,18 +52,18 @@ class RetrainCache:
         else:
             atomic_write_text(found, json.dumps({"context": context}) + "\n")
 
-    def file(self, mode: str, removal: Removal, seed: int) -> Path:
-        return self.path / mode / removal.key / f"{int(seed)}.safetensors"
+    def file(self, mode: str, removal: Removal, seed: int, group_size: int) -> Path:
+        return self.path / mode / f"group{int(group_size)}" / removal.key / f"{int(seed)}.safetensors"
 
-    def get(self, mode: str, removal: Removal, seed: int) -> Tensor | None:
+    def get(self, mode: str, removal: Removal, seed: int, group_size: int) -> Tensor | None:
         """The stored m [Q], or None."""
-        f = self.file(mode, removal, seed)
+        f = self.file(mode, removal, seed, group_size)
         return load_file(str(f))["m"] if f.is_file() else None
 
-    def put(self, mode: str, removal: Removal, seed: int, m: Tensor) -> None:
-        f = self.file(mode, removal, seed)
+    def put(self, mode: str, removal: Removal, seed: int, m: Tensor, group_size: int) -> None:
+        f = self.file(mode, removal, seed, group_size)
         meta = {"dtda": json.dumps({"mode": mode, "indices": list(removal.indices), "weight": removal.weight,
-                                    "seed": int(seed)}, sort_keys=True)}
+                                    "seed": int(seed), "group_size": int(group_size)}, sort_keys=True)}
         tensors = {"m": m.detach().cpu().contiguous()}
         with atomic_path(f) as tmp:
             save_file(tensors, str(tmp), metadata=meta)

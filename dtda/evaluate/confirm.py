@@ -175,8 +175,8 @@ def low_effect_examples(samples: SeedSamples, exclude: set[int], size: int, seed
 
 def confirm(samples: SeedSamples, recipe, train, measure, examples, seeds=None, mode: str = "masked", *,
             each: bool = False, controls=CONTROLS, epsilon: float = 1e-3, tolerance: float = 2.0,
-            bootstrap: int = 1000, confidence: float = 0.95, control_seed: int = 0, cache=None,
-            executor=None, progress: bool = False) -> ConfirmResult:
+            bootstrap: int = 1000, confidence: float = 0.95, control_seed: int = 0,
+            group_size: int | None = None, cache=None, executor=None, progress: bool = False) -> ConfirmResult:
     """Retrain without ``examples`` on coupled seeds and compare with the prediction of ``samples``.
 
     samples: per-example attributions (δ [K, N, Q]) of ``recipe`` on ``train`` for ``measure``.
@@ -184,8 +184,8 @@ def confirm(samples: SeedSamples, recipe, train, measure, examples, seeds=None, 
     S (the attributed seeds first, then new ones) or a list; default the attributed seeds. mode:
     "masked" or "subset". controls: null controls for the chaotic floor ("tiny", "random", or
     both); epsilon: the ``tiny`` control's weight change. tolerance: the factor within which a
-    magnitude counts as confirmed. bootstrap, confidence: the seed-bootstrap CIs. cache,
-    executor, progress: as in :func:`dtda.evaluate.retrain_measurements`.
+    magnitude counts as confirmed. bootstrap, confidence: the seed-bootstrap CIs. group_size,
+    cache, executor, progress: as in :func:`dtda.evaluate.retrain_measurements`.
     """
     check_mode(mode)
     if samples.groups is not None:
@@ -209,7 +209,7 @@ def confirm(samples: SeedSamples, recipe, train, measure, examples, seeds=None, 
     data = as_data(train, recipe.dtype, recipe.loss_name)
     measure = as_measurement(measure)
     cache = open_cache(cache, recipe, data, measure)
-    run = dict(cache=cache, executor=executor, progress=progress)
+    run = dict(group_size=group_size, cache=cache, executor=executor, progress=progress)
 
     predicted = samples.group([list(r.indices) for r in removals])
     actual = retrained_samples(samples, recipe, data, measure, removals, seeds, mode, **run)
@@ -259,4 +259,4 @@ def _paired_corr(predicted: SeedSamples, other: SeedSamples, scale: float = 1.0)
     return pearson(a, b, 0)
 
 
-__all__ = ["confirm", "ConfirmResult", "Verdict", "judge", "COMPARED", "CONTROLS"]
+__all__ = ["confirm", "ConfirmResult", "Verdict", "judge", "low_effect_examples", "COMPARED", "CONTROLS"]

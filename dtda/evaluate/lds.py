@@ -161,7 +161,7 @@ def noise_ceiling(m: Tensor, delta: Tensor, stat: str, splits: int, seed: int) -
 def lds(samples: SeedSamples, recipe, train, measure, alpha: float = 0.5, subsets: int = 100,
         seeds_per_subset: int | None = None, stat: str = "mean", mode: str = "subset", *,
         subset_seed: int = 0, bootstrap: int = 2000, confidence: float = 0.95, splits: int = 20,
-        cache=None, executor=None, progress: bool = False) -> LDSResult:
+        group_size: int | None = None, cache=None, executor=None, progress: bool = False) -> LDSResult:
     """(Distributional) LDS of ``samples`` (m [K, Q], δ [K, N, Q]) against coupled retraining.
 
     recipe, train, measure: those the samples were attributed with. alpha: fraction of the data
@@ -169,8 +169,8 @@ def lds(samples: SeedSamples, recipe, train, measure, alpha: float = 0.5, subset
     samples' seeds (more than K adds new seeds, whose full-data runs are trained too; default K).
     stat: "mean", "var_increase", "w2", "shape_w2" or "quantile:p". mode: "subset" (PAPER §8.3)
     or "masked" (fixed-seed target). subset_seed draws the subsets; bootstrap/confidence: the CI
-    over measurements; splits: random halves averaged in the noise ceiling. cache, executor,
-    progress: as in :func:`dtda.evaluate.retrain_measurements` (the retrainings are reused across
+    over measurements; splits: random halves averaged in the noise ceiling. group_size, cache,
+    executor, progress: as in :func:`dtda.evaluate.retrain_measurements` (the retrainings are reused across
     statistics and methods that share recipe, data, measurement, subsets and seeds).
     """
     parse_stat(stat)
@@ -188,8 +188,8 @@ def lds(samples: SeedSamples, recipe, train, measure, alpha: float = 0.5, subset
     seeds = coupled_seeds(samples, R)
     masks = draw_removals(N, alpha, subsets, subset_seed)
     removals = [torch.nonzero(row).flatten().tolist() for row in masks]
-    actual = retrained_samples(samples, recipe, train, measure, removals, seeds, mode, cache=cache,
-                               executor=executor, progress=progress)
+    actual = retrained_samples(samples, recipe, train, measure, removals, seeds, mode, group_size=group_size,
+                               cache=cache, executor=executor, progress=progress)
     truth = effect_statistic(actual.m, actual.delta, stat)
 
     def score_with(k: int) -> Tensor:

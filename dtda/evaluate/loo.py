@@ -38,20 +38,21 @@ class LOOResult:
 
 
 def loo(samples: SeedSamples, recipe, train, measure, examples, seeds=None, mode: str = "subset", *,
-        bootstrap: int = 1000, confidence: float = 0.95, cache=None, executor=None,
-        progress: bool = False) -> LOOResult:
+        bootstrap: int = 1000, confidence: float = 0.95, group_size: int | None = None, cache=None,
+        executor=None, progress: bool = False) -> LOOResult:
     """Predicted against actual leave-one-out effects of ``examples`` as the retrain seeds grow.
 
     seeds: retrain seeds (an int S: the attributed seeds first, then new ones; default the
-    attributed seeds). Needs at least 3 examples (a correlation over examples).
+    attributed seeds). Needs at least 3 examples (a correlation over examples). group_size, cache,
+    executor, progress: as in :func:`dtda.evaluate.retrain_measurements`.
     """
     ids = [int(k) for k in examples]
     if len(set(ids)) < 3:
         raise ValueError(f"loo: needs at least 3 distinct examples to correlate over, got {ids}")
     seeds = coupled_seeds(samples, seeds)
     groups = [[k] for k in ids]
-    actual = retrained_samples(samples, recipe, train, measure, groups, seeds, mode, cache=cache,
-                               executor=executor, progress=progress)
+    actual = retrained_samples(samples, recipe, train, measure, groups, seeds, mode, group_size=group_size,
+                               cache=cache, executor=executor, progress=progress)
     pred = samples.group(groups)
     predicted = {s: effect_statistic(pred.m, pred.delta, s) for s in LOO_STATISTICS}
     gen = torch.Generator().manual_seed(0)

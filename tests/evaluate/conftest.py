@@ -36,3 +36,9 @@ class Problem:
 @pytest.fixture(scope="session")
 def linear():
     return Problem()
+
+
+@pytest.fixture(scope="session")
+def hidden():
+    """A hidden layer: a member trained alone differs from its lockstep-group twin in the last bits."""
+    return Problem(widths=(8,))

@@ -1,4 +1,4 @@
-"""Coupled retraining: both modes, the cache (resume, atomic, refusal) and the executor."""
+"""Coupled retraining: both modes, lockstep groups, the cache (resume, atomic, refusal) and the executor."""
 
 import pytest
 import torch
@@ -10,13 +10,18 @@ from dtda.train.executors import LocalExecutor
 
 
 class CountingExecutor(LocalExecutor):
+    """Counts the members trained (a task is one removal's lockstep group of seeds)."""
+
     def __init__(self):
         super().__init__()
         self.tasks = 0
 
     def run(self, job, seeds, on_result):
-        self.tasks += len(seeds)
-        super().run(job, seeds, on_result)
+        def count(task, result):
+            self.tasks += len(result)
+            on_result(task, result)
+
+        super().run(job, seeds, count)
 
 
 def test_empty_removal_reproduces_the_attributed_runs(linear):
@@ -44,8 +49,8 @@ def test_cache_resumes_and_refuses_another_measurement(linear, tmp_path):
     first = retrained_samples(p.samples, p.recipe, p.train, p.measure, [[0], [3, 4]], seeds=[0, 1, 7],
                               mode="subset", cache=tmp_path, executor=ex)
     assert ex.tasks == 2 * 3 + 1  # seed 7 is not attributed: its full-data run is trained too
-    files = sorted(f.relative_to(tmp_path).parts[0] for f in tmp_path.rglob("*.safetensors"))
-    assert files == ["masked"] + ["subset"] * 6 and not list(tmp_path.rglob("*.tmp"))
+    files = sorted(f.relative_to(tmp_path).parts[:2] for f in tmp_path.rglob("*.safetensors"))
+    assert files == [("masked", "group4")] + [("subset", "group4")] * 6 and not list(tmp_path.rglob("*.tmp"))
     again = retrained_samples(p.samples, p.recipe, p.train, p.measure, [[3, 4], [0]], seeds=[0, 1, 7],
                               mode="subset", cache=tmp_path, executor=ex)
     assert ex.tasks == 7
@@ -57,6 +62,26 @@ def test_cache_resumes_and_refuses_another_measurement(linear, tmp_path):
         retrain_measurements(p.recipe, p.train, other, [[0]], [0], cache=tmp_path)
 
 
+def test_retraining_in_the_runs_groups_reproduces_its_members_bit_for_bit(hidden, tmp_path):
+    p = hidden  # 4 seeds trained in one lockstep group
+    alone = retrain_measurements(p.recipe, p.train, p.measure, [[]], p.samples.seeds, group_size=1)[0]
+    assert not torch.equal(alone, p.samples.m)  # the one-member path sums in another order
+    pairs = retrain_measurements(p.recipe, p.train, p.measure, [[], [3]], p.samples.seeds, group_size=2,
+                                 cache=tmp_path)
+    assert torch.equal(pairs[0], p.samples.m)
+    ens = dtda.train.retrain(p.recipe, p.train, [2, 3], remove=[3], group_size=2)
+    assert torch.equal(pairs[1, 2:], torch.stack([p.measure(ens.model(i)) for i in range(2)]).detach())
+    # A group with a seed missing from the cache is retrained whole; the cached seed is not rewritten.
+    (tmp_path / "masked" / "group2" / Removal.of([3], 16).key / "1.safetensors").unlink()
+    kept = tmp_path / "masked" / "group2" / Removal.of([3], 16).key / "0.safetensors"
+    before = kept.stat().st_mtime_ns
+    ex = CountingExecutor()
+    again = retrain_measurements(p.recipe, p.train, p.measure, [[], [3]], p.samples.seeds, group_size=2,
+                                 cache=tmp_path, executor=ex)
+    assert ex.tasks == 2 and torch.equal(again, pairs) and kept.stat().st_mtime_ns == before
+    assert not (tmp_path / "masked" / "group1").exists()
+
+
 def test_bad_input_is_refused_before_training(linear):
     p = linear
     with pytest.raises(ValueError, match="mode must be one of"):
@@ -65,3 +90,5 @@ def test_bad_input_is_refused_before_training(linear):
         retrain_measurements(p.recipe, p.train, p.measure, [[16]], [0])
     with pytest.raises(ValueError, match="need mode 'masked'"):
         retrain_measurements(p.recipe, p.train, p.measure, [Removal.of([0], 16, 0.5)], [0], "subset")
+    with pytest.raises(ValueError, match="group_size must be a positive int"):
+        retrain_measurements(p.recipe, p.train, p.measure, [[0]], [0], group_size=0)
