@@ -95,23 +95,21 @@ class Demo:
     def one_at_a_time(self, seeds, repeat):
         """Per-seed (wall, CPU) seconds of training, reverse unrolling and forward unrolling."""
         r, s = self.recipe, self.train
-        t_train = per_seed(timed(lambda: [self.train_member(r, s, k) for k in seeds], repeat), len(seeds))
-        members = [self.train_member(r, s, k) for k in seeds]
-        t_rev = per_seed(timed(lambda: [self.unroll_member(r, s, m, self.measure) for m in members], repeat),
-                         len(seeds))
-        t_fwd = per_seed(timed(lambda: [self.unroll_member(r, s, m, self.measure, "forward", self.groups)
-                                        for m in members], repeat), len(seeds)) if self.groups else None
-        return t_train, t_rev, t_fwd
+        return self._times([[k] for k in seeds], lambda unit: [self.train_member(r, s, unit[0])],
+                           lambda ms, *how: [self.unroll_member(r, s, m, self.measure, *how) for m in ms], repeat)
 
     def grouped(self, seeds, K, repeat):
         r, s = self.recipe, self.train
-        groups = [seeds[i:i + K] for i in range(0, len(seeds), K)]
-        t_train = per_seed(timed(lambda: [self.train_group(r, s, g) for g in groups], repeat), len(seeds))
-        trained = [self.train_group(r, s, g) for g in groups]
-        t_rev = per_seed(timed(lambda: [self.unroll_group(r, s, ms, self.measure) for ms in trained], repeat),
-                         len(seeds))
-        t_fwd = per_seed(timed(lambda: [self.unroll_group(r, s, ms, self.measure, "forward", self.groups)
-                                        for ms in trained], repeat), len(seeds)) if self.groups else None
+        return self._times([seeds[i:i + K] for i in range(0, len(seeds), K)], lambda g: self.train_group(r, s, g),
+                           lambda ms, *how: self.unroll_group(r, s, ms, self.measure, *how), repeat)
+
+    def _times(self, units, train, unroll, repeat):
+        n = sum(len(u) for u in units)
+        t_train = per_seed(timed(lambda: [train(u) for u in units], repeat), n)
+        trained = [train(u) for u in units]
+        t_rev = per_seed(timed(lambda: [unroll(ms, "reverse") for ms in trained], repeat), n)
+        t_fwd = per_seed(timed(lambda: [unroll(ms, "forward", self.groups) for ms in trained], repeat),
+                         n) if self.groups else None
         return t_train, t_rev, t_fwd
 
     def train_and_unroll(self, seeds):

@@ -21,8 +21,8 @@ from torch.func import jvp, vmap
 from dtda.attribute.reverse import measurement_gradient
 from dtda.train.data import Data
 from dtda.train.lockstep import Replayer, unstack
-from dtda.train.recipe import Recipe
 from dtda.train.optim import Params
+from dtda.train.recipe import Recipe
 from dtda.train.record import Member
 from dtda.train.step import Step
 
