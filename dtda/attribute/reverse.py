@@ -25,6 +25,11 @@ Four routes give the same numbers (to rounding):
   adjoint run for the K members at once.
 - ``auto``: ``mlp`` where it applies, else ``ghost`` when every parameter is in an
   ``nn.Linear``, else ``double-backward``.
+
+The members of a group trained through ``vmap`` (:class:`dtda.train.lockstep.VmapGroupStep`)
+take the ``double-backward`` route (with ``auto`` or ``double-backward``) batched over the
+members: one vmapped eager forward and one batched double backward per step for all K × Q
+directions.
 """
 
 from __future__ import annotations
