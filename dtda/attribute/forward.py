@@ -11,6 +11,10 @@ w + εu)), giving d²m/dε² = ∇mᵀσ_T + ρ_Tᵀ∇²m ρ_T and the second-o
 (ε = 1) m + δ + ½·d²m/dε². Φ_t is linear in w, so the Taylor series in ε is that of the whole
 trajectory: for a model linear in θ trained T = 2 steps, m(ε) is a quadratic and the prediction
 is exact. Cost: 6–10× the first-order sweep (measured, docs/results.md section 6).
+
+The members of one training group (:mod:`dtda.train.lockstep`) advance together
+(:func:`forward_group`): the jvp is of the group's batched step Φ_t on the stacked states, so the
+K × G tangents [G, K, ...] move in one sweep per step.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dtda.attribute.reverse import measurement_gradient
 from dtda.train.data import Data
 from dtda.train.lockstep import Replayer, unstack
 from dtda.train.optim import Params
+from dtda.train.recipe import Recipe
 from dtda.train.record import Member
 from dtda.train.step import Step
 
@@ -123,3 +128,42 @@ def forward(step: Step, data: Data, member: Member, measure, groups,
                                                              step.module), zero)[1]
     delta2 = vmap(curvature, chunk_size=chunk_size)(rho, sigma)
     return ForwardResult(m, delta.contiguous(), rho, delta2.detach(), sigma)
+
+
+def forward_group(recipe: Recipe, data: Data, slots: list[Member | None], measure, groups,
+                  chunk_size: int | None = None) -> list[ForwardResult | None]:
+    """Forward-mode UD of the members of one training group together, in slot order (``slots`` as
+    :class:`dtda.train.lockstep.Replayer` takes them; None for an absent member, whose result is
+    None). Per step, one ``jvp`` of the group's batched step (the one it was trained with) at the
+    replayed states (:meth:`dtda.train.lockstep.GroupStep.tangent`) carries the tangents of all K
+members for the G groups (vmapped over G):
+    ρ [G, K, *shape], with u_{B_t} [G, K, B]. Members trained alone run one at a time
+    (:func:`forward`)."""
+    replayer = Replayer(recipe, data, slots)
+    if replayer.group_step is None:
+        return [forward(Step(recipe, recipe.build(m.seed), m.seed, replayer.T), data, m, measure, groups, chunk_size)
+                for m in slots]
+    members, step = replayer.slots, replayer.group_step
+    u = group_directions(groups, len(data), recipe.dtype)
+    G = u.shape[0]
+    got = [measurement_gradient(Step(recipe, recipe.build(m.seed), m.seed, replayer.T), measure, m.params)
+           for m in members]  # before the sweep: checks m
+    params, state = members[0].record.checkpoints[0]
+    rho = {k: p.new_zeros((G, len(members)) + p.shape) for k, p in params.items()}
+    rho_state = {slot: {k: v.new_zeros((G, len(members)) + v.shape) for k, v in vals.items()}
+                 for slot, vals in state.items()}
+    for start, stop in zip(replayer.marks[:-1], replayer.marks[1:]):
+        for t, (params, state) in enumerate(replayer.segment(start, stop), start):
+            idx = replayer.batch(t)
+            x, y, w = data.X[idx], data.y[idx], replayer.weights[idx]
+
+            def tangent(tp, ts, tw, params=params, state=state, x=x, y=y, w=w, t=t):
+                return step.tangent(params, state, x, y, w, t, (tp, ts, tw))
+
+            rho, rho_state = vmap(tangent, randomness="same", chunk_size=chunk_size)(rho, rho_state, u[:, idx])
+    out: list[ForwardResult | None] = []
+    for k, ((m, grad_m), given) in enumerate(zip(got, slots)):
+        shift = {name: r[:, k] for name, r in rho.items()}
+        delta = sum(grad_m[name].reshape(m.shape[0], -1) @ shift[name].reshape(G, -1).T for name in shift).T
+        out.append(None if given is None else ForwardResult(m, delta.contiguous(), shift))
+    return out

@@ -71,7 +71,8 @@ def hvp_and_scores(nodes: list[Node], loss_name: str, lam: float, params: Params
         r_in[i] = r
         if isinstance(node, Dense):
             h, v, weight = fb.inputs[i], c[node.weight], params[node.weight]
-            z = torch.bmm(h.expand(q, *h.shape), v.transpose(1, 2))  # h Vᵀ: [Q, B, O]
+            # h Vᵀ [Q, B, O], computed as V hᵀ: one [Q·O, I] @ [I, B] product (not Q small ones)
+            z = torch.mm(v.view(-1, v.shape[-1]), h.T).view(q, v.shape[1], -1).transpose(1, 2).contiguous()
             if r is not None:
                 z.view(-1, z.shape[-1]).addmm_(r.view(-1, r.shape[-1]), weight.T)  # + R(h) Wᵀ
             if node.bias:

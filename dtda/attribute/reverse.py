@@ -25,6 +25,11 @@ Four routes give the same numbers (to rounding):
   adjoint run for the K members at once.
 - ``auto``: ``mlp`` where it applies, else ``ghost`` when every parameter is in an
   ``nn.Linear``, else ``double-backward``.
+
+The members of a group trained through ``vmap`` (:class:`dtda.train.lockstep.VmapGroupStep`)
+take the ``double-backward`` route (with ``auto`` or ``double-backward``) batched over the
+members: one vmapped eager forward and one batched double backward per step for all K × Q
+directions.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from torch.func import vjp, vmap
 from dtda.attribute import ghost, mlp
 from dtda.train import chain
 from dtda.train.data import Data
-from dtda.train.lockstep import Replayer, stack, unstack
+from dtda.train.lockstep import Replayer, VmapGroupStep, stack, unstack
 from dtda.train.optim import Params, State
 from dtda.train.recipe import Recipe
 from dtda.train.record import Member
@@ -68,31 +73,58 @@ def _eager(step: Step, params: Params, state: State, x, y, w, t, lam, chunk_size
 
 
 def _mlp(steps: list[Step], params: Params, state: State, x, y, w, t, lam, chunk_size, nodes, scratch):
-    """The ``mlp`` route for K members at once (stacked states [K, ...], inputs [K, B, ...],
-    adjoints [K, Q, ...]): one batched forward/backward pass (:func:`dtda.train.chain.forward_backward`),
-    the optimiser's adjoint on the stacks, then each member's hand-derived R-operator passes
-    (:mod:`dtda.attribute.mlp`). Consumes ``lam``: the optimiser's adjoint runs in place (in
-    ``scratch``) and H_t λ_d is accumulated in place into the θ-adjoint. Returns scores [K, Q, B]."""
+    """The ``mlp`` route for K members at once (stacked states [K, ...], inputs [K, B, ...]; ``lam``
+    and ``scratch``: one entry per member, adjoints [Q, ...]): one batched forward/backward pass
+    (:func:`dtda.train.chain.forward_backward`), then per member the optimiser's adjoint and the
+    hand-derived R-operator passes (:mod:`dtda.attribute.mlp`) back to back, so that a member's
+    Q·|θ| adjoints are still in cache when its Hessian-vector products read them (a sweep over all
+    K members' adjoints first would stream K·Q·|θ| through memory twice per step). Consumes
+    ``lam``: the optimiser's adjoint runs in place (in ``scratch[k]``) and H_t λ_d is accumulated
+    in place into the θ-adjoint. Returns (the K new adjoints, scores [K, Q, B])."""
     recipe = steps[0].recipe
     lam_wd = chain.decay(recipe.optimizer)
     gens = [torch.Generator().manual_seed(s.dropout_seed(t)) for s in steps] if steps[0].stochastic else None
     fb = chain.forward_backward(nodes, params, x, y, w, recipe.loss_name, lam_wd, gens)
-    lp, ls, ld = recipe.optimizer.adjoint(_per_direction(params), _per_direction(state), _per_direction(fb.grads),
-                                          steps[0].lr(t), t, *lam, scratch)
-    q = next(iter(ld.values())).shape[1]
-    chunk = chunk_size or q
-    scores = torch.stack([
-        torch.cat([mlp.hvp_and_scores(nodes, recipe.loss_name, lam_wd, unstack(params, k), mlp.member_pass(fb, k),
-                                      {n: v[k, lo:lo + chunk] for n, v in ld.items()},
-                                      {n: v[k, lo:lo + chunk] for n, v in lp.items()})
-                   for lo in range(0, q, chunk)])
-        for k in range(len(steps))])
-    return (lp, ls), scores / x.shape[1]
+    lr, out, scores = steps[0].lr(t), [], []
+    for k in range(len(steps)):
+        # the member's states [*shape] broadcast against its adjoints [Q, *shape]
+        lp, ls, ld = recipe.optimizer.adjoint(unstack(params, k), unstack(state, k), unstack(fb.grads, k), lr, t,
+                                              *lam[k], scratch[k])
+        q = next(iter(ld.values())).shape[0]
+        chunk = chunk_size or q
+        member = unstack(params, k), mlp.member_pass(fb, k)
+        scores.append(torch.cat([mlp.hvp_and_scores(nodes, recipe.loss_name, lam_wd, *member,
+                                                    {n: v[lo:lo + chunk] for n, v in ld.items()},
+                                                    {n: v[lo:lo + chunk] for n, v in lp.items()})
+                                 for lo in range(0, q, chunk)]))
+        out.append((lp, ls))
+    return out, torch.stack(scores) / x.shape[1]
 
 
-def _per_direction(d: dict) -> dict:
-    """[K, *shape] -> [K, 1, *shape] views, to broadcast against adjoints [K, Q, *shape]."""
-    return {k: _per_direction(v) if isinstance(v, dict) else v.unsqueeze(1) for k, v in d.items()}
+def _vmapped(steps: list[Step], params: Params, state: State, x, y, w, t, lam, chunk_size, group, scratch):
+    """The ``double-backward`` route for the K members of a group trained by ``vmap``
+    (:class:`dtda.train.lockstep.VmapGroupStep` ``group``; arguments as :func:`_mlp`'s): one
+    eager vmapped forward of the K members' objectives with θ [K, ...] and w_B [K, B] as leaves,
+    d = ∇_θ Σ_k L_t,k (member k's gradient in slot k: the members do not interact), the
+    optimiser's adjoint per member, then one batched double backward of σ_q = Σ_k λ_{d,k,q}ᵀd_k
+    for the Q directions gives every member's H_t λ_d and weight cotangents at once."""
+    with torch.enable_grad():
+        leaves = {k: p.detach().requires_grad_() for k, p in params.items()}
+        weights = w.detach().requires_grad_()
+        totals, _ = group.objective(leaves, x, y, weights, t)
+        grads = dict(zip(leaves, torch.autograd.grad(totals.sum(), list(leaves.values()), create_graph=True)))
+    out, lds = [], []
+    for k in range(len(steps)):
+        lp, ls, ld = steps[k].update_adjoint(unstack(params, k), unstack(state, k),
+                                             {n: g[k].detach() for n, g in grads.items()}, t, *lam[k], scratch[k])
+        out.append((lp, ls))
+        lds.append(ld)
+    hu, lw = ghost.Factors(leaves, weights, grads, [], []).hvp(
+        {n: torch.stack([ld[n] for ld in lds], 1) for n in leaves}, chunk_size)  # directions [Q, K, ...]
+    for k, (lp, _) in enumerate(out):
+        for n, h in hu.items():
+            lp[n].add_(h[:, k])
+    return out, lw.transpose(0, 1)
 
 
 def choose_route(route: str, step: Step, params: Params, input_dim: int = 2):
@@ -145,13 +177,14 @@ def reverse(recipe: Recipe, data: Data, slots: list[Member | None], measure, rou
     steps = [Step(recipe, recipe.build(m.seed), m.seed, replayer.T) for m in members]
     first = members[0].params
     engine, static = choose_route(route, steps[0], first, data.X.dim())
+    if isinstance(replayer.group_step, VmapGroupStep) and engine is not _mlp and route in ("auto", "double-backward"):
+        engine, static = _vmapped, replayer.group_step
     ms, grads = zip(*(measurement_gradient(s, measure, m.params) for s, m in zip(steps, members)))
     q = ms[0].shape[0]
     final_state = members[0].record.checkpoints[replayer.T][1]
     lam = (stack(grads), {slot: {k: v.new_zeros((K, q) + v.shape) for k, v in vals.items()}
                           for slot, vals in final_state.items()})  # updated in place by the sweep
-    if engine is not _mlp:
-        lam = [(unstack(lam[0], k), unstack(lam[1], k)) for k in range(K)]
+    lam = [(unstack(lam[0], k), unstack(lam[1], k)) for k in range(K)]
     delta = torch.zeros(K, n, q, dtype=ms[0].dtype)
     scratch = [{} for _ in range(K)]  # the optimiser adjoint's buffers, reused by every step
     for start, stop in reversed(list(zip(replayer.marks[:-1], replayer.marks[1:]))):
@@ -160,8 +193,8 @@ def reverse(recipe: Recipe, data: Data, slots: list[Member | None], measure, rou
             params, state = states[t - start]
             idx = replayer.batch(t)
             x, y, w = data.X[idx], data.y[idx], replayer.weights[idx]
-            if engine is _mlp:
-                lam, lw = _mlp(steps, params, state, x, y, w, t, lam, chunk_size, static, scratch[0])
+            if engine in (_mlp, _vmapped):
+                lam, lw = engine(steps, params, state, x, y, w, t, lam, chunk_size, static, scratch)
             else:
                 lws = []
                 for k in range(K):

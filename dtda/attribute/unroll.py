@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dtda.attribute.forward import ForwardResult, forward
+from dtda.attribute.forward import ForwardResult, forward, forward_group
 from dtda.attribute.reverse import reverse
 from dtda.measure import as_measurement
 from dtda.samples import SeedSamples
@@ -30,6 +30,14 @@ def _check_groups(groups, n: int) -> list[list[int]] | None:
     if not out:
         raise ValueError("groups must be None or a non-empty list of lists of example indices")
     return out
+
+
+def _check_mode(mode: str, groups) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "forward" and groups is None:
+        raise ValueError("mode='forward' needs groups (lists of example indices); for every "
+                         "single example use mode='reverse'")
 
 
 def _step(recipe: Recipe, member: Member) -> Step:
@@ -62,15 +70,11 @@ def unroll_member(recipe: Recipe, data, member: Member, measure, mode: str = "re
     numbers up to rounding; see :mod:`dtda.attribute.reverse`).
     chunk_size: vmap chunk over measurements (reverse) or groups (forward); None = all at once.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     data = as_data(data, recipe.dtype, recipe.loss_name)
     groups = _check_groups(groups, len(data))
     measure = as_measurement(measure)
+    _check_mode(mode, groups)
     if mode == "forward":
-        if groups is None:
-            raise ValueError("mode='forward' needs groups (lists of example indices); for every "
-                             "single example use mode='reverse'")
         result = forward(_step(recipe, member), data, member, measure, groups, chunk_size)
         return result.m, result.delta
     slots = _slots(member)
@@ -85,19 +89,22 @@ def _sum_groups(delta: Tensor, groups: list[list[int]] | None) -> Tensor:
 
 def unroll_group(recipe: Recipe, data, members: list[Member], measure, mode: str = "reverse", groups=None,
                  route: str = "auto", chunk_size: int | None = None) -> list[tuple[Tensor, Tensor]]:
-    """:func:`unroll_member` for several members, in order; in reverse mode the members of one
-    training group (:func:`dtda.train.lockstep.train_group`), and the members trained alone, are
-    each swept together: their K × Q adjoints advance in one pass per step. Forward mode runs
-    member by member."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if mode == "forward":
-        return [unroll_member(recipe, data, m, measure, mode, groups, route, chunk_size) for m in members]
+    """:func:`unroll_member` for several members, in order. The members of one training group
+    (:func:`dtda.train.lockstep.train_group`) are swept together: in reverse mode their K × Q
+    adjoints advance in one pass per step (the members trained alone are swept together too), in
+    forward mode their K × G tangents (:func:`dtda.attribute.forward.forward_group`); members
+    trained alone run forward mode one at a time."""
     data = as_data(data, recipe.dtype, recipe.loss_name)
     groups = _check_groups(groups, len(data))
+    _check_mode(mode, groups)
     measure = as_measurement(measure)
     out: dict[int, tuple[Tensor, Tensor]] = {}
     for slots in sweeps(members):
+        if mode == "forward":
+            for member, r in zip(slots, forward_group(recipe, data, slots, measure, groups, chunk_size)):
+                if member is not None:
+                    out[member.seed] = r.m, r.delta
+            continue
         m, delta = reverse(recipe, data, slots, measure, route, chunk_size)
         for k, member in enumerate(slots):
             if member is not None:

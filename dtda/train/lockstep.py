@@ -13,8 +13,15 @@ another order); a member's slice never reads another slot's values, so the same 
 K and slot) reproduces them bit for bit. :class:`Replayer` recomputes a member's states the way
 it was trained: its group's step with the group's other members in their slots (or, where they
 are absent, copies standing in for them), or the one-member :class:`Step` for a member trained
-alone. Models that are not Linear chains train one at a time, with a :class:`LockstepFallback`
-warning naming why.
+alone.
+
+Two batched steps (:func:`group_step` picks one, the same way for training and replay): Linear
+chains run :class:`GroupStep` (hand-written batched matmuls, no autograd); any other model runs
+:class:`VmapGroupStep`, ``torch.func.vmap`` of the one-member step's ``functional_call`` gradient
+over the stacked parameters, when vmap takes it. What neither takes (a model that draws dropout
+masks outside a Linear chain: each member's own dropout stream cannot be drawn inside vmap;
+members whose buffers differ; an operation vmap refuses) trains one at a time, with a
+:class:`LockstepFallback` warning naming why.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+from torch.func import jvp, vmap
 
 from dtda.train import chain, checks
 from dtda.train.data import Data, as_data
@@ -54,12 +62,23 @@ def unstack(stacked: dict, k: int) -> dict:
     return {name: unstack(v, k) if isinstance(v, dict) else v[k] for name, v in stacked.items()}
 
 
-def batched_plan(recipe: Recipe, data: Data) -> tuple[list[chain.Node] | None, str]:
-    """(the Linear chain the batched path runs, or None with the reason it cannot)."""
+def _chain_plan(recipe: Recipe, data: Data) -> tuple[list[chain.Node] | None, str]:
+    """(the Linear chain :class:`GroupStep` runs, or None with the reason it cannot)."""
     if data.X.dim() != 2:
         return None, f"inputs have shape {tuple(data.X.shape[1:])} per example, not a feature vector"
     module = recipe.build(0)
     return chain.plan_or_reason(module, [k for k, _ in module.named_parameters()], recipe.loss_name)
+
+
+def group_step(recipe: Recipe, data: Data, seeds: Sequence[int], T: int):
+    """(the batched step that trains and replays the group ``seeds`` — a :class:`GroupStep` for a
+    Linear chain, else a :class:`VmapGroupStep` — or None, and then a phrase saying why neither
+    takes the model). Deterministic in (recipe, data, seeds), so a replay picks what training did."""
+    nodes, why_chain = _chain_plan(recipe, data)
+    if nodes is not None:
+        return GroupStep(recipe, nodes, seeds, T), ""
+    step, why = VmapGroupStep.plan(recipe, data, seeds, T)
+    return step, (f"{why_chain}, and {why}" if step is None else "")
 
 
 class GroupStep:
@@ -92,9 +111,77 @@ class GroupStep:
         new_params, new_state = self.recipe.optimizer.update(params, state, fb.grads, self.lr(t), t)
         return new_params, new_state, fb.losses
 
+    def tangent(self, params: Params, state: State, x: Tensor, y: Tensor, w: Tensor, t: int, tangents: tuple):
+        """The tangent (θ', state') of Φ_t at (params, state, w) along ``tangents`` = (θ, state,
+        w) tangents, all stacked [K, ...]: one ``jvp`` of the batched step."""
+        def phi(p, s, wb):
+            p2, s2, _ = self(p, s, x, y, wb, t)
+            return p2, s2
+        return jvp(phi, (params, state, w), tangents)[1]
+
+
+class VmapGroupStep:
+    """Φ_t for the members ``seeds`` of any model ``torch.func.vmap`` takes, on stacked states:
+    the one-member :class:`Step`'s gradient (``functional_call`` + ``torch.func.grad``) vmapped
+    over the K members' parameters [K, *shape] and batches x [K, B, ...], y [K, B, ...], w [K, B],
+    then the optimiser's elementwise update on the stacks. Same call as :class:`GroupStep`.
+    The members share the architecture and buffers (checked by :meth:`plan`)."""
+
+    def __init__(self, recipe: Recipe, module: torch.nn.Module, seeds: Sequence[int], T: int):
+        self.recipe, self.seeds, self.T = recipe, list(seeds), T
+        self.step = Step(recipe, module, self.seeds[0], T)
+        self._gradient = vmap(self.step.gradient, in_dims=(0, 0, 0, 0, None))
+        self._objective = vmap(self.step.objective, in_dims=(0, 0, 0, 0, None))
+
+    @classmethod
+    def plan(cls, recipe: Recipe, data: Data, seeds: Sequence[int], T: int):
+        """(a :class:`VmapGroupStep` for ``seeds``, or None and a phrase saying why not). Probes one
+        step of two stacked copies of the first member on the first batch: what vmap refuses
+        (e.g. in-place writes into a vmapped input, ``.item()``, data-dependent control flow)
+        raises there, before any training."""
+        modules = [recipe.build(s) for s in seeds]
+        if any(isinstance(m, torch.nn.modules.dropout._DropoutNd) for m in modules[0].modules()):
+            return None, "vmap cannot draw each member's own dropout masks (the model has Dropout)"
+        buffers = [dict(m.named_buffers()) for m in modules]
+        if any(not torch.equal(b[k], buffers[0][k]) for b in buffers[1:] for k in buffers[0]):
+            return None, "the members' buffers differ between seeds (vmap shares one set)"
+        step = cls(recipe, modules[0], seeds, T)
+        params = stack([{k: p.detach() for k, p in modules[0].named_parameters()}] * 2)
+        b = min(recipe.batch_size, len(data))
+        x, y = data.X[:b].expand(2, *data.X[:b].shape), data.y[:b].expand(2, *data.y[:b].shape)
+        try:
+            step(params, recipe.optimizer.init(params), x, y, torch.ones(2, b, dtype=recipe.dtype), 0)
+        except Exception as e:  # noqa: BLE001 — whatever vmap refuses becomes the fallback's reason
+            first = (str(e).strip().splitlines() or [""])[0][:160]
+            return None, f"vmap refuses the model ({type(e).__name__}: {first})"
+        return step, ""
+
+    def lr(self, t: int) -> float:
+        return self.recipe.lr(t, self.T)
+
+    def objective(self, params: Params, x: Tensor, y: Tensor, w: Tensor, t: int) -> tuple[Tensor, Tensor]:
+        """(each member's L_t [K], per-example losses [K, B]); differentiable (eager autograd)."""
+        return self._objective(params, x, y, w, t)
+
+    def __call__(self, params: Params, state: State, x: Tensor, y: Tensor, w: Tensor, t: int):
+        grads, losses = self._gradient(params, x, y, w, t)
+        new_params, new_state = self.recipe.optimizer.update(params, state, grads, self.lr(t), t)
+        return new_params, new_state, losses
+
+    def tangent(self, params: Params, state: State, x: Tensor, y: Tensor, w: Tensor, t: int, tangents: tuple):
+        """As :meth:`GroupStep.tangent`, as vmap over the members of the one-member step's ``jvp``
+        (the other order, jvp of the vmapped gradient, gives a wrong tangent for LayerNorm's
+        weight in torch 2.13)."""
+        def member(p, s, xk, yk, wk, tp, ts, tw):
+            def phi(p, s, wb):
+                p2, s2, _ = self.step.phi(p, s, xk, yk, wb, t)
+                return p2, s2
+            return jvp(phi, (p, s, wk), (tp, ts, tw))[1]
+        return vmap(member)(params, state, x, y, w, *tangents)
+
 
 def _train_lockstep(recipe: Recipe, data: Data, seeds: list[int], weights: Tensor | None,
-                    nodes: list[chain.Node]) -> list[Member | FloatingPointError]:
+                    step) -> list[Member | FloatingPointError]:
     n = len(data)
     T, C = recipe.num_steps(n), recipe.every(n)
     inits = [dict(recipe.build(s).named_parameters()) for s in seeds]
@@ -102,7 +189,6 @@ def _train_lockstep(recipe: Recipe, data: Data, seeds: list[int], weights: Tenso
     state = recipe.optimizer.init(params)
     batches = [recipe.batches(n, s) for s in seeds]
     w_all = torch.ones(n, dtype=recipe.dtype) if weights is None else weights
-    step = GroupStep(recipe, nodes, seeds, T)
     checkpoints = {0: (params, state)}
     errors: dict[int, FloatingPointError] = {}
     watches = [checks.LossWatch(s, T, recipe.optimizer.lr) for s in seeds]  # as train_member's
@@ -145,12 +231,12 @@ def train_group_results(recipe: Recipe, data, seeds, store=None, weights=None) -
     stored = [load_member(store, s, fp) if store is not None else None for s in seeds]
     if all(m is not None for m in stored):
         return [_in_module_order(m, names) for m in stored]
-    nodes, why = batched_plan(recipe, data) if len(seeds) > 1 else (None, "")
-    if nodes is None:
+    step, why = group_step(recipe, data, seeds, recipe.num_steps(len(data))) if len(seeds) > 1 else (None, "")
+    if step is None:
         if why:
             warnings.warn(f"seeds {seeds} train one at a time: {why}", LockstepFallback, stacklevel=2)
         return [_one(recipe, data, s, store, weights) for s in seeds]
-    results = _train_lockstep(recipe, data, seeds, weights, nodes)
+    results = _train_lockstep(recipe, data, seeds, weights, step)
     out = []
     for result, kept in zip(results, stored):
         if kept is not None:
@@ -218,10 +304,9 @@ class Replayer:
         self.weights = present.weights(len(data), recipe.dtype)
         self.T, self.marks = rec.steps, sorted(rec.checkpoints)
         if rec.group is not None:
-            nodes, why = batched_plan(recipe, data)
-            if nodes is None:
+            self.group_step, why = group_step(recipe, data, rec.group, self.T)
+            if self.group_step is None:
                 raise ValueError(f"member {present.seed} was trained in group {rec.group}, but {why}")
-            self.group_step = GroupStep(recipe, nodes, rec.group, self.T)
             self.steps = None
         else:
             self.group_step = None

@@ -116,15 +116,14 @@ def test_train_ensemble_and_retrain_group_seeds():
         dtda.train_ensemble(recipe, (X, y), seeds=2, group_size=0)
 
 
-def test_models_the_batched_path_cannot_take_fall_back_with_a_notice():
+def test_a_model_outside_the_chain_path_trains_in_groups_through_vmap():
     X, y = _data()
     recipe = _recipe(OPTIMIZERS["momentum-decay"],
                      model=lambda: nn.Sequential(nn.Linear(3, 6), nn.LayerNorm(6), nn.Linear(6, 3)))
-    with pytest.warns(lockstep.LockstepFallback, match=r"seeds \[3, 7\] train one at a time: LayerNorm"):
-        grouped = T.train_group(recipe, (X, y), SEEDS[:2])
-    alone = T.train_member(recipe, (X, y), 7)
-    assert grouped[1].record.group is None
-    assert all(torch.equal(grouped[1].params[k], alone.params[k]) for k in alone.params)
+    grouped = T.train_group(recipe, (X, y), SEEDS[:2])
+    assert grouped[1].record.group == tuple(SEEDS[:2])
+    assert isinstance(lockstep.group_step(recipe, T.as_data((X, y), torch.float64), SEEDS[:2], 9)[0],
+                      lockstep.VmapGroupStep)
 
 
 def test_a_non_finite_seed_fails_alone_with_the_one_at_a_time_message():
