@@ -31,6 +31,10 @@ class Measurement:
     """Base class: subclasses implement :meth:`evaluate` (module in eval mode -> [Q])."""
 
     names: list[str] | None = None
+    #: True when m_q depends on query row q of X only, through one call of the model on X (per-query
+    #: losses and margins): then every ∇m_q comes from one backward of Σ_q m_q (rows do not interact)
+    #: instead of one backward per query.
+    per_row: bool = False
 
     def evaluate(self, module: nn.Module) -> Tensor:
         raise NotImplementedError
@@ -95,6 +99,8 @@ def _inputs(module: nn.Module, X: Tensor) -> Tensor:
 
 
 class _Loss(Measurement):
+    per_row = True
+
     def __init__(self, X: Tensor, y: Tensor, loss):
         checks.tensors(X, y, "loss")
         self.X, self.y = X, y
@@ -110,6 +116,8 @@ class _Loss(Measurement):
 
 
 class _Margin(Measurement):
+    per_row = True
+
     def __init__(self, X: Tensor, y: Tensor):
         if torch.is_floating_point(y):
             raise ValueError(f"margin: y must hold integer class labels, got {y.dtype}")

@@ -135,6 +135,7 @@ def fit(module: nn.Module, params_list: list[Params], buffers: dict, data, layer
                 A[i] = _add64(A[i], ops.kron_covariance(a))
                 S[i] = _add64(S[i], ops.kron_covariance(g))
                 positions[i] += a.shape[0] * a.shape[1]
+            del cap, a, g  # this batch's factors go before the next batch is captured (peak memory)
         covariances.append([(A[i] / positions[i], S[i] / N) for i in range(len(layers))])
     decomposed = _eigh_batched([m for per_seed in covariances for pair in per_seed for m in pair])
     results = []
@@ -150,6 +151,7 @@ def fit(module: nn.Module, params_list: list[Params], buffers: dict, data, layer
                 for i, (a, g) in enumerate(zip(cap.a, cap.g)):
                     QA, QS = bases.setdefault((i, a.dtype), (eigen[i].QA.to(a.dtype), eigen[i].QS.to(a.dtype)))
                     lam[i] += ops.ekfac_eigvals(a, g, QA, QS)
+                del cap, a, g
             for e, total in zip(eigen, lam):
                 e.lam = total / N
         results.append(KroneckerCurvature(kind, layers, eigen, float(weight_decay)))
