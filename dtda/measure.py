@@ -67,12 +67,17 @@ class Measurement:
         would give δ ≡ 0 for every example. One forward pass with autograd."""
         leaves = {k: p.detach().requires_grad_() for k, p in params.items()}
         with torch.enable_grad():
-            out = self.functional(leaves, buffers, module)
+            self.check_gradient_path(self.functional(leaves, buffers, module))
+
+    def check_gradient_path(self, out: Tensor) -> Tensor:
+        """``out``, m evaluated at parameters that require grad, unchanged; ValueError as
+        :meth:`require_gradient_path` when it has no gradient path to them."""
         if not out.requires_grad:
             raise ValueError("measurement has no gradient path to the parameters (it is detached, or "
                              "built from argmax, comparisons, .item() or under torch.no_grad), so every "
                              "removal effect would be 0; measure a differentiable quantity instead, e.g. "
                              "dtda.measure.margin or dtda.measure.loss rather than accuracy")
+        return out
 
     def names_for(self, q: int) -> list[str]:
         """The names, or ``m[0]..m[q-1]`` for a custom measurement without names."""

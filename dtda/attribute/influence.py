@@ -265,8 +265,8 @@ def query_gradient(step: Step, measure, params: Params, layers: list[Layer]) -> 
     (:func:`dtda.attribute.reverse.measurement_gradient`: one backward per query)."""
     names = [k for layer in layers for k in layer.parameters]
     if measure.per_row:
-        measure.require_gradient_path(params, step.buffers, step.module)
-        found = row_gradients(layers, params, lambda p: measure.functional(p, step.buffers, step.module))
+        found = row_gradients(layers, params, lambda p: measure.check_gradient_path(
+            measure.functional(p, step.buffers, step.module)))
         if found is not None:
             return found
     m, grad_m = measurement_gradient(step, measure, params)

@@ -91,3 +91,18 @@ def test_other_measurements_and_unseparable_rows_take_jacrev():
     for k in ref:
         torch.testing.assert_close(grads[k], ref[k], rtol=0, atol=0)
 
+
+
+class _Detached(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.fc(x).detach()
+
+
+def test_per_row_measurement_without_a_gradient_path_is_refused():
+    X = torch.randn(2, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="no gradient path to the parameters"):
+        _route(_Detached, X, M.loss(X, torch.tensor([0, 1])))
