@@ -47,7 +47,7 @@ where their boundaries are:
   ``other`` = ``prepare_model``, ``Analyzer`` construction, reading the scores back.
 - dtda: ``covariance`` = the first pass over the data (capture + ``kron_covariance``),
   ``eigendecomposition`` = the batched float64 ``eigh``, ``Λ`` = the second pass
-  (``ekfac_eigvals``), ``query precondition`` = the measurement's gradients and
+  (``ekfac_eigvals``), ``query precondition`` = the measurement's gradients (``query_gradient``) and
   ``KroneckerCurvature.solve`` (``kron_apply``), ``pairwise scores`` = ``dtda.attribute.influence.score``
   (``ghost_dot``); ``other`` = the rest of ``dtda.influence`` (argument checks, building the module).
   The boundaries come from wrapping those functions for the one timed call (no code of dtda's is
@@ -211,7 +211,7 @@ def dtda_stages(timeline: Timeline):
     influence_mod = importlib.import_module("dtda.attribute.influence")  # the package re-exports the function
 
     eigenvalues: dict[str, float] = {}
-    calls = {"pseudo_factors": 0, "_eigh_batched": 0, "measurement_gradient": 0, "solve": 0, "score": 0}
+    calls = {"pseudo_factors": 0, "_eigh_batched": 0, "query_gradient": 0, "solve": 0, "score": 0}
 
     def timed(name: str, stage: str, fn):
         def call(*args, **kwargs):
@@ -242,8 +242,8 @@ def dtda_stages(timeline: Timeline):
         stack.enter_context(mock.patch.object(kronecker, "pseudo_factors", pass_over_data))
         stack.enter_context(mock.patch.object(kronecker, "_eigh_batched", timed(
             "_eigh_batched", "eigendecomposition", kronecker._eigh_batched)))
-        stack.enter_context(mock.patch.object(influence_mod, "measurement_gradient", timed(
-            "measurement_gradient", "query precondition", influence_mod.measurement_gradient)))
+        stack.enter_context(mock.patch.object(influence_mod, "query_gradient", timed(
+            "query_gradient", "query precondition", influence_mod.query_gradient)))
         stack.enter_context(mock.patch.object(kronecker.KroneckerCurvature, "solve", timed(
             "solve", "query precondition", solve_and_record)))
         stack.enter_context(mock.patch.object(influence_mod, "score", timed(
@@ -348,8 +348,9 @@ def child(request: dict) -> dict:
     """Train the case, run one tool under a timeline, save its [Q, N] scores to request["out"].
 
     Outside quick mode the tool first runs once on the quick version of the case, so that lazy
-    imports and first-call costs (torch.func's first ``jacrev`` imports torch._dynamo and sympy,
-    seconds) are not timed, as benchmarks/ops.py warms every implementation up.
+    imports and first-call costs (torch.func's first ``jacrev``, where a measurement takes it,
+    imports torch._dynamo and sympy: seconds) are not timed, as benchmarks/ops.py warms every
+    implementation up.
     """
     torch.set_num_threads(request["threads"])
     if request["tool"] == "kronfluence":

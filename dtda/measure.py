@@ -31,6 +31,10 @@ class Measurement:
     """Base class: subclasses implement :meth:`evaluate` (module in eval mode -> [Q])."""
 
     names: list[str] | None = None
+    #: True when m_q depends on query row q of X only, through one call of the model on X (per-query
+    #: losses and margins): then every ∇m_q comes from one backward of Σ_q m_q (rows do not interact)
+    #: instead of one backward per query.
+    per_row: bool = False
 
     def evaluate(self, module: nn.Module) -> Tensor:
         raise NotImplementedError
@@ -63,12 +67,17 @@ class Measurement:
         would give δ ≡ 0 for every example. One forward pass with autograd."""
         leaves = {k: p.detach().requires_grad_() for k, p in params.items()}
         with torch.enable_grad():
-            out = self.functional(leaves, buffers, module)
+            self.check_gradient_path(self.functional(leaves, buffers, module))
+
+    def check_gradient_path(self, out: Tensor) -> Tensor:
+        """``out``, m evaluated at parameters that require grad, unchanged; ValueError as
+        :meth:`require_gradient_path` when it has no gradient path to them."""
         if not out.requires_grad:
             raise ValueError("measurement has no gradient path to the parameters (it is detached, or "
                              "built from argmax, comparisons, .item() or under torch.no_grad), so every "
                              "removal effect would be 0; measure a differentiable quantity instead, e.g. "
                              "dtda.measure.margin or dtda.measure.loss rather than accuracy")
+        return out
 
     def names_for(self, q: int) -> list[str]:
         """The names, or ``m[0]..m[q-1]`` for a custom measurement without names."""
@@ -95,6 +104,8 @@ def _inputs(module: nn.Module, X: Tensor) -> Tensor:
 
 
 class _Loss(Measurement):
+    per_row = True
+
     def __init__(self, X: Tensor, y: Tensor, loss):
         checks.tensors(X, y, "loss")
         self.X, self.y = X, y
@@ -110,6 +121,8 @@ class _Loss(Measurement):
 
 
 class _Margin(Measurement):
+    per_row = True
+
     def __init__(self, X: Tensor, y: Tensor):
         if torch.is_floating_point(y):
             raise ValueError(f"margin: y must hold integer class labels, got {y.dtype}")

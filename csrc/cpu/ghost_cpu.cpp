@@ -109,7 +109,12 @@ template <typename T>
 void ghost_dot_form(const T* a, const T* g, const T* M, Scores<T> S, int64_t N, int64_t Tn,
                     int64_t I, int64_t O, int64_t Q, int threads) {
   const int64_t elems = kTileBytes / int64_t(sizeof(T));
-  const int64_t nb = std::clamp<int64_t>((N + threads - 1) / threads, 1, 64);
+  // Fewer examples per block when I is wide, so that each G_n GEMM keeps at least
+  // min(O, kMinRows) output rows: with 32 examples and I = 1025, chunks of 31 rows made the GEMMs
+  // so skinny that they ran at 60% of one [O, I] GEMM's rate (M is then streamed more often).
+  constexpr int64_t kMinRows = 128;
+  const int64_t nb = std::clamp<int64_t>(std::min((N + threads - 1) / threads, elems / (std::min(O, kMinRows) * I)),
+                                         1, 64);
   const int64_t oc = std::clamp<int64_t>(elems / (nb * I), 1, O);
   const int64_t blocks = (N + nb - 1) / nb;
   const int workers = team(cost_form(N, Tn, I, O, Q), blocks, threads);

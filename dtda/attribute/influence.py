@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from dtda.attribute.reverse import measurement_gradient
 from dtda.curvature import fisher as fisher_mod
-from dtda.curvature.capture import Layer, capture, find_layers, queries, query_scores
+from dtda.curvature.capture import Layer, capture, find_layers, queries, query_scores, row_gradients
 from dtda.curvature.kronecker import fit
 from dtda.measure import as_measurement
 from dtda.samples import SeedSamples
@@ -257,6 +257,22 @@ def _count(ctx: SeedContext) -> int:
     return sum(ctx.params[k].numel() for k in ctx.names)
 
 
+def query_gradient(step: Step, measure, params: Params, layers: list[Layer]) -> tuple[Tensor, Params]:
+    """(m(θ) [Q], ∇m(θ) as name -> [Q, *shape] over ``layers``' parameters). A per-row measurement
+    (``measure.per_row``: per-query losses and margins) takes one forward and one backward of
+    Σ_q m_q with the layer capture scoring uses (:func:`dtda.curvature.capture.row_gradients`);
+    any other, or one whose rows the capture cannot tell apart, takes ``torch.func.jacrev``
+    (:func:`dtda.attribute.reverse.measurement_gradient`: one backward per query)."""
+    names = [k for layer in layers for k in layer.parameters]
+    if measure.per_row:
+        found = row_gradients(layers, params, lambda p: measure.check_gradient_path(
+            measure.functional(p, step.buffers, step.module)))
+        if found is not None:
+            return found
+    m, grad_m = measurement_gradient(step, measure, params)
+    return m, {k: grad_m[k] for k in names}
+
+
 def score(ctx: SeedContext, terms: list[tuple[Params, Params]], rank: int | None = None) -> Tensor:
     """δ [N, Q] = (1/N) Σ_terms u_qᵀ∇ℓ_k(θ_term), true labels, eval mode, batches of ctx.batch_size;
     ``rank``: query compression (:func:`dtda.curvature.capture.queries`)."""
@@ -274,6 +290,7 @@ def score(ctx: SeedContext, terms: list[tuple[Params, Params]], rank: int | None
                 cap = capture(ctx.module, theta, ctx.buffers, ctx.layers, X[part],
                               lambda out, yb=yb: loss_fn(out, yb))
                 s = query_scores(cap.a, cap.g, prepared)
+                del cap  # this batch's factors go before the next batch is captured (peak memory)
                 if delta is None:
                     delta = s.new_zeros(N, s.shape[1])
                 delta[part] += s
@@ -340,8 +357,8 @@ def influence(ensemble, measure, method: str = "ekfac", damping: float | str = "
         ctx.state = state
         _resolve_damping(rule, ctx, spec)
         step = Step(recipe, module, ctx.seed, ctx.member.record.steps)
-        m, grad_m = measurement_gradient(step, measure, ctx.params)
-        result = spec.fn(ctx, {k: grad_m[k] for k in names}, method_options)
+        m, grad_m = query_gradient(step, measure, ctx.params, ctx.layers)
+        result = spec.fn(ctx, grad_m, method_options)
         ms.append(m)
         deltas.append(score(ctx, result.terms, options["query_rank"]))
         metas.append(result.meta)

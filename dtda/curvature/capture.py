@@ -171,8 +171,9 @@ def factors_of(layers: list[Layer], calls, grads_out, batch: int, params: Params
             O, I = layer.shape
             weight = params[layer.weight]
             a_parts, g_parts = [weight.new_zeros(batch, 1, I)], [weight.new_zeros(batch, 1, O)]
-        a_all.append(torch.cat(a_parts, 1))
-        g_all.append(torch.cat(g_parts, 1))
+        # one call (the common case) is used as captured: a copy of [B, T, ·] costs page faults
+        a_all.append(a_parts[0] if len(a_parts) == 1 else torch.cat(a_parts, 1))
+        g_all.append(g_parts[0] if len(g_parts) == 1 else torch.cat(g_parts, 1))
     return a_all, g_all
 
 
@@ -185,18 +186,44 @@ class Captured:
     losses: Tensor
 
 
+def record(layers: list[Layer], params: Params, values_of: Callable[[Params], Tensor]) -> Captured:
+    """Evaluate ``values_of(θ)`` [B] at ``params`` and capture every layer's (a, g) by one backward
+    of Σ_b values_b. Row b of each factor is example b's as long as value b depends on row b of each
+    layer call only (rows do not interact, as in any model applied per example)."""
+    with torch.enable_grad(), recording(layers) as calls:
+        leaves = {k: p.detach().requires_grad_() for k, p in params.items()}
+        values = values_of(leaves)
+        outs = [out for layer_calls in calls for _, out in layer_calls]
+        # only the layer outputs are asked for: no ∂/∂W GEMMs, no gradient of the model's input
+        grads = torch.autograd.grad(values.sum(), outs, allow_unused=True) if outs else ()
+        del outs
+    a, g = factors_of(layers, calls, grads, values.shape[0], params)
+    return Captured(a, g, values.detach())
+
+
 def capture(module: nn.Module, params: Params, buffers: dict, layers: list[Layer], x: Tensor,
             losses_of: Callable[[Tensor], Tensor]) -> Captured:
     """Run ``module`` (in its current train/eval mode) on x with ``params``, take the per-example
     losses ``losses_of(outputs)`` [B] and capture every layer's (a, g) by one backward of Σ_n ℓ_n
     (examples do not interact, so g is per example)."""
-    with torch.enable_grad(), recording(layers) as calls:
-        leaves = {k: p.detach().requires_grad_() for k, p in params.items()}
-        losses = losses_of(functional_call(module, (leaves, buffers), (x,)))
-        outs = [out for layer_calls in calls for _, out in layer_calls]
-        grads = torch.autograd.grad(losses.sum(), outs, allow_unused=True) if outs else ()
-    a, g = factors_of(layers, calls, grads, x.shape[0], params)
-    return Captured(a, g, losses.detach())
+    return record(layers, params, lambda leaves: losses_of(functional_call(module, (leaves, buffers), (x,))))
+
+
+def row_gradients(layers: list[Layer], params: Params, values_of: Callable[[Params], Tensor]
+                  ) -> tuple[Tensor, Params] | None:
+    """(v [Q], ∇v as name -> [Q, *shape] over the covered parameters) for ``values_of(θ)`` [Q]
+    whose entry q depends on row q of every layer call only (a per-query loss or margin): one
+    forward and one backward of Σ_q v_q give every ∇v_q = Σ_t g_qt ā_qtᵀ per layer, instead of
+    one backward per entry. None when some layer call's leading dimension is not Q (the rows
+    cannot be told apart; take the Jacobian instead)."""
+    cap = record(layers, params, values_of)
+    Q = cap.losses.shape[0]
+    if any(a.shape[0] != Q for a in cap.a):
+        return None
+    grads: Params = {}
+    for layer, a, g in zip(layers, cap.a, cap.g):
+        grads.update(layer.split(torch.einsum("qto,qti->qoi", g, a)))
+    return cap.losses, grads
 
 
 Query = Tensor | tuple[Tensor, Tensor]

@@ -16,8 +16,8 @@ Per layer l, with the factors a [B, T, I(+1)] and pseudo-gradients g̃ [B, T, O]
 
 Each batch's sums run in the factors' own dtype (float32 for a float32 model: a batch's sum is
 short, and a float64 copy of every batch's a and g doubled the covariance and Λ passes' time and
-memory) and are added into float64 totals; eigendecompositions and preconditioning are in
-float64; results come back in the dtype of V.
+memory) and are added into float64 totals; eigendecompositions are in float64, preconditioning
+in V's dtype (at least float32); results come back in the dtype of V.
 """
 
 from __future__ import annotations
@@ -60,13 +60,18 @@ class KroneckerCurvature:
     def apply(self, V: Params, fn: Callable[[Tensor], Tensor] | dict[str, Callable[[Tensor], Tensor]]) -> Params:
         """Q_S [fn(Λ + λ_wd) ∘ (Q_Sᵀ V_q Q_A)] Q_Aᵀ per layer, for V: name -> [Q, *shape]
         (the covered parameters). fn maps eigenvalues of H [O, I] to a scale [O, I]; a dict
-        gives one fn per layer name. Returns name -> [Q, *shape] in V's dtype."""
+        gives one fn per layer name. Returns name -> [Q, *shape] in V's dtype.
+
+        The rotations run in V's dtype (float32 for a float32 model, as Kronfluence preconditions:
+        4·Q·O·I·(O + I) FLOPs, half the time of float64); the scale is computed from the float64 Λ
+        and then cast."""
         out: Params = {}
         for layer, e in zip(self.layers, self.eigen):
             f = fn[layer.name] if isinstance(fn, dict) else fn
             M = layer.matrix(V)
-            scale = f(e.lam + self.weight_decay).to(torch.float64)
-            P = ops.kron_apply(M.to(torch.float64).contiguous(), e.QA, e.QS, scale.contiguous())
+            dtype = torch.promote_types(M.dtype, torch.float32)
+            scale = f(e.lam + self.weight_decay).to(torch.float64).to(dtype)
+            P = ops.kron_apply(M.to(dtype).contiguous(), e.QA.to(dtype), e.QS.to(dtype), scale.contiguous())
             out.update({k: v.to(M.dtype) for k, v in layer.split(P).items()})
         return out
 
@@ -135,6 +140,7 @@ def fit(module: nn.Module, params_list: list[Params], buffers: dict, data, layer
                 A[i] = _add64(A[i], ops.kron_covariance(a))
                 S[i] = _add64(S[i], ops.kron_covariance(g))
                 positions[i] += a.shape[0] * a.shape[1]
+            del cap, a, g  # this batch's factors go before the next batch is captured (peak memory)
         covariances.append([(A[i] / positions[i], S[i] / N) for i in range(len(layers))])
     decomposed = _eigh_batched([m for per_seed in covariances for pair in per_seed for m in pair])
     results = []
@@ -148,8 +154,11 @@ def fit(module: nn.Module, params_list: list[Params], buffers: dict, data, layer
             bases: dict[tuple[int, torch.dtype], tuple[Tensor, Tensor]] = {}  # eigenbases in the factors' dtype
             for cap in factors(params, seed):
                 for i, (a, g) in enumerate(zip(cap.a, cap.g)):
-                    QA, QS = bases.setdefault((i, a.dtype), (eigen[i].QA.to(a.dtype), eigen[i].QS.to(a.dtype)))
+                    if (i, a.dtype) not in bases:
+                        bases[i, a.dtype] = eigen[i].QA.to(a.dtype), eigen[i].QS.to(a.dtype)
+                    QA, QS = bases[i, a.dtype]
                     lam[i] += ops.ekfac_eigvals(a, g, QA, QS)
+                del cap, a, g
             for e, total in zip(eigen, lam):
                 e.lam = total / N
         results.append(KroneckerCurvature(kind, layers, eigen, float(weight_decay)))

@@ -79,3 +79,22 @@ def test_diagonal_fisher_equals_mean_squared_per_example_gradients(tokens):
     want = per_example_gradients(module, params, x, y, loss)
     for k, v in want.items():
         torch.testing.assert_close(got[k], v.square().mean(0), rtol=1e-12, atol=1e-14)
+
+
+def test_capture_takes_no_weight_gradients():
+    """One backward to the layer outputs only: of the GEMMs of two Linear layers, the two forward
+    ones and the input gradient of the second; no ∂ℓ/∂W (two more) and no gradient of the input."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(4)
+    module = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).to(torch.float64).eval()
+    params = {k: p.detach() for k, p in module.named_parameters()}
+    x, y = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        cap = capture(module, params, {}, find_layers(module), x, lambda out: (out - y).square().sum(1))
+    gemms = sum(e.count for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm", "aten::bmm"))
+    assert gemms == 3
+    want = per_example_gradients(module, params, x, y, lambda out, y: (out - y).square().sum(1))
+    for layer, a, g in zip(find_layers(module), cap.a, cap.g):
+        for k, v in layer.split(fisher.per_example_gradients(a, g)).items():
+            torch.testing.assert_close(v, want[k], rtol=1e-12, atol=1e-12)
