@@ -73,6 +73,7 @@ def main(argv=None) -> int:
     stats = samples.distributional(bootstrap=0)
     picks = _candidates(stats)
     chosen = list(dict.fromkeys(picks.values()))
+    cached_before = _cached(run.dir.path / "retrain")
     common = dict(samples=samples, recipe=plan.recipe, train=(plan.data.X_train, plan.data.y_train),
                   measure=plan.measurement(), examples=chosen, each=True, cache=run.dir.path / "retrain",
                   executor=run.executor())
@@ -82,6 +83,7 @@ def main(argv=None) -> int:
 
     ranks = {k: _ranks(stats, k) for k in range(samples.N)}
     result = {"quick": args.quick, "seeds": samples.K, "steps": steps, "wall_s": round(wall, 1),
+              "retrainings": {"already_cached": cached_before, "total": _cached(run.dir.path / "retrain")},
               **{name: {"example": k, "x": float(x[k])} for name, k in picks.items()},
               "different": picks["top_by_abs_mean"] != picks["top_by_w2"],
               "values": {f"#{k}": {s: float(stats.get(s)[k, 0]) for s in RANKED} for k in range(samples.N)},
@@ -96,6 +98,11 @@ def main(argv=None) -> int:
     for mode, c in checks.items():
         print(f"[{mode}]\n{c}", file=sys.stderr)
     return 0
+
+
+def _cached(folder: Path) -> int:
+    """Retrainings stored in a retraining cache folder (one file each)."""
+    return len(list(folder.rglob("*.safetensors")))
 
 
 def _candidates(stats) -> dict[str, int]:
@@ -119,7 +126,8 @@ def _markdown(result: dict, checks: dict, stats, x, picks: dict[str, int]) -> st
     lines = [f"# toy1d (PAPER §9 E3): mean and W2 pick {'different points' if result['different'] else 'the same point'}",
              "", f"{named}.", "",
              f"{result['seeds']} seeds, {result['steps']} steps; wall time {result['wall_s']} s (train, unroll, "
-             "statistics, report and both checks, less what the run directory and retraining cache already held).",
+             f"statistics, report and both checks); {result['retrainings']['already_cached']} of the "
+             f"{result['retrainings']['total']} retrainings in the cache were there before this call.",
              "", "## The ten examples with the largest W2 (and the chosen ones)", "",
              "| example | x | mean shift | W2 | shape W2 | W2 smoothed | variance increase | rank by abs. mean shift "
              "| rank by W2 | rank by abs. variance increase | rank by shape W2 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -166,15 +174,27 @@ def _figure(path: Path, samples, stats, plan, picks: dict[str, int], checks: dic
         ax.set_ylabel("y")
     ax = axes[1, 0]  # above the diagonal, W2 holds more than the mean shift
     mean, w2 = stats.mean[:, 0].abs().numpy(), stats.w2[:, 0].numpy()
-    ax.scatter(mean, w2, s=18, c="0.4")
-    top = max(float(w2.max()), float(mean.max())) * 1.05
-    ax.plot([0, top], [0, top], "k:", lw=1, label="W2 = |mean shift|")
-    for name, k in picks.items():
+    ax.scatter(mean, w2, s=18, c="0.4", label="predicted, every example")
+    for (mode, check), marker in zip(checks.items(), ("x", "+")):
+        got = check.actual_stats
+        ax.scatter(got.mean[:, 0].abs().numpy(), got.w2[:, 0].numpy(), marker=marker, s=60,
+                   label=f"retrained ({mode}), chosen examples")
+    lo = float(mean[mean > 0].min()) / 2
+    hi = max([float(w2.max())] + [float(c.actual_stats.w2.max()) for c in checks.values()]) * 1.5
+    ax.plot([lo, hi], [lo, hi], "k:", lw=1, label="W2 = |mean shift|")
+    for k in chosen:
         ax.annotate(f"#{k}", (mean[k], w2[k]), textcoords="offset points", xytext=(5, -10), fontsize=8)
-    ax.set_xlabel("|mean shift| (predicted)")
-    ax.set_ylabel("W2 (predicted)")
-    ax.set_title("W2 against |mean shift|, every example", fontsize=10)
-    ax.legend(fontsize=8)
+    for g, k in enumerate(checks["subset"].groups):
+        got = checks["subset"].actual_stats
+        ax.annotate(f"#{k[0]}", (float(got.mean[g, 0].abs()), float(got.w2[g, 0])), textcoords="offset points",
+                    xytext=(5, -10), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    ax.set_xlabel("|mean shift|")
+    ax.set_ylabel("W2")
+    ax.set_title("W2 against |mean shift| of f(0)", fontsize=10)
+    ax.legend(fontsize=7)
     ax = axes[1, 1]
     data, labels = [samples.m[:, 0].numpy()], ["before"]
     check = checks["subset"]
