@@ -133,15 +133,17 @@ def _per_seed(rows: list[dict], damping: str, key: str) -> list[float]:
 
 
 def _markdown(result: dict) -> str:
+    schedule = f"η × 0.3 every {result['steps'] // 4} steps" if result["decay"] else "constant η"
     lines = ["# Fig. 3 (PAPER §4.1, §9 E2): unrolling against the influence function along training", "",
              f"diabetes (353 train), MLP 10-16-16-1 ReLU, mse, SGD momentum 0.9, batch 32, {result['steps']} "
-             f"steps, {'η × 0.3 every ' + str(result['steps'] // 4) + ' steps' if result['decay'] else 'constant η'}, "
-             "float64; {result['seeds']} seeds per learning rate, {result['measurements']} measurements "
+             f"steps, {schedule}, "
+             f"float64; {result['seeds']} seeds per learning rate, {result['measurements']} measurements "
              f"f(x_q); wall time {result['wall_s']} s.", "",
              "Correlation: Pearson over training examples of the unrolled and the IF-predicted change, the "
              "median over measurements per seed, then the mean [min, max] over seeds; the IF with the "
              "training-time damping (1 − μ)/Σ_t η_t or the pseudo-inverse. Null share: "
-             "1 − ‖P_span(H)∇m‖²/‖∇m‖² for the GGN H at θ_t (median over measurements, mean over seeds).", "",
+             "1 − ‖P_span(H)∇m‖²/‖∇m‖² for the GGN H at θ_t (median over measurements, mean over seeds).",
+             "",
              "| lr | step | final train mse | corr, training-time damping | corr, pseudo-inverse | null share |",
              "|---|---|---|---|---|---|"]
     for s in result["summary"]:
@@ -162,7 +164,8 @@ def _figure(path: Path, summary: list[dict], lrs) -> None:
         pts = [s for s in summary if s["lr"] == lr]
         x = [s["step"] for s in pts]
         for label, style in zip(DAMPINGS, (":", "-")):
-            top.plot(x, [s[label]["mean"] for s in pts], style, marker="o", color=colour, label=f"lr {lr:g}, IF {label}")
+            top.plot(x, [s[label]["mean"] for s in pts], style, marker="o", color=colour,
+                     label=f"lr {lr:g}, IF {label}")
             top.fill_between(x, [s[label]["min"] for s in pts], [s[label]["max"] for s in pts], color=colour,
                              alpha=0.15)
         bottom.plot(x, [s["null_share"] for s in pts], marker="o", color=colour, label=f"lr {lr:g}")

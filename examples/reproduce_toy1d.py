@@ -123,14 +123,15 @@ def _ranks(stats, k: int) -> dict[str, int]:
 
 def _markdown(result: dict, checks: dict, stats, x, picks: dict[str, int]) -> str:
     named = ", ".join(f"{CRITERIA[n]} #{k}" for n, k in picks.items())
-    lines = [f"# toy1d (PAPER §9 E3): mean and W2 pick {'different points' if result['different'] else 'the same point'}",
+    verdict = "different points" if result["different"] else "the same point"
+    lines = [f"# toy1d (PAPER §9 E3): mean and W2 pick {verdict}",
              "", f"{named}.", "",
              f"{result['seeds']} seeds, {result['steps']} steps; wall time {result['wall_s']} s (train, unroll, "
              f"statistics, report and both checks); {result['retrainings']['already_cached']} of the "
              f"{result['retrainings']['total']} retrainings in the cache were there before this call.",
              "", "## The ten examples with the largest W2 (and the chosen ones)", "",
              "| example | x | mean shift | W2 | shape W2 | W2 smoothed | variance increase | rank by abs. mean shift "
-             "| rank by W2 | rank by abs. variance increase | rank by shape W2 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| rank by W2 | rank by abs. variance increase | rank by shape W2 |", "|---" * 11 + "|"]
     shown = list(dict.fromkeys(stats.top(10, by="w2", query=0).indices.tolist() + list(picks.values())))
     for k in shown:
         v, r = result["values"][f"#{k}"], result["ranks"][f"#{k}"]
@@ -139,7 +140,7 @@ def _markdown(result: dict, checks: dict, stats, x, picks: dict[str, int]) -> st
                      f"{r['var_increase']} | {r['shape_w2']} |")
     for mode, c in checks.items():
         lines += ["", f"## Retrained ({mode} mode, {len(c.actual.seeds)} seeds)", "",
-                  "| example | statistic | predicted [CI] | actual [CI] | floor | verdict |", "|---|---|---|---|---|---|"]
+                  "| example | statistic | predicted [CI] | actual [CI] | floor | verdict |", "|---" * 6 + "|"]
         for row in c.rows():
             for s in ("mean", "var_increase", "w2"):
                 v = row[s]
