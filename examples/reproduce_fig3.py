@@ -15,6 +15,7 @@ without damping (the pseudo-inverse of Theorem 2) or with the training-time damp
 and the squared error: their gradients differ by a factor per measurement.
 
     python examples/reproduce_fig3.py            # docs/results/fig3.{md,json,png}
+    python examples/reproduce_fig3.py --decay    # η × 0.3 every steps/4 steps: docs/results/fig3-decay.*
     python examples/reproduce_fig3.py --quick    # seconds (CI; a temporary folder)
 """
 
