@@ -99,7 +99,7 @@ def main(argv=None) -> int:
               "summary": summary, "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     name = "fig3-decay" if args.decay else "fig3"
-    (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / f"{name}.json").write_text(json.dumps(result) + "\n")  # compact: 1000+ rows
     (out / f"{name}.md").write_text(_markdown(result) + "\n")
     _figure(out / f"{name}.png", summary, args.lrs)
     print(f"fig3: {wall:.0f} s; {out / name}.md", file=sys.stderr)
