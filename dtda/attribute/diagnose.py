@@ -88,6 +88,19 @@ def truncated(member: Member, t: int) -> Member:
                                       rec.weights, rec.every))
 
 
+def check_horizon(recipe, T: int, t: int) -> None:
+    """A run truncated at t replays its first t steps with the schedule's horizon t; that is the
+    run itself only if η_s does not depend on the horizon (constant, step, warmup-then-constant).
+    Cosine and linear decay do: they are caught by probing s = 0, t/2 and t − 1."""
+    for s in dict.fromkeys((0, t // 2, t - 1)):
+        if recipe.lr(s, t) != recipe.lr(s, T):
+            raise ValueError(f"diagnose: the learning-rate schedule {recipe.schedule!r} depends on the number of "
+                             f"steps (η at step {s} is {recipe.lr(s, T):.3g} in the {T}-step run but "
+                             f"{recipe.lr(s, t):.3g} when truncated at step {t}), so a truncated run is not the "
+                             "run's first t steps; diagnose needs a schedule such as 'constant' or "
+                             "('step', size, gamma)")
+
+
 def pearson(a: Tensor, b: Tensor) -> Tensor:
     """Pearson correlation of the columns of a and b [N, Q] -> [Q] (NaN for a constant column)."""
     a = a.to(torch.float64) - a.to(torch.float64).mean(0)
@@ -135,6 +148,9 @@ def diagnose(ensemble: Ensemble, measure, method: str = "exact", damping: float 
     curvature = solver_options.get("curvature", "ggn")
     plan = {m.seed: [t for t in sorted(m.record.checkpoints) if t > 0] if steps is None else list(steps)
             for m in ensemble.members}
+    for member in ensemble.members:
+        for t in plan[member.seed]:
+            check_horizon(recipe, member.record.steps, t)
     runs = [(member, [truncated(member, t) for t in plan[member.seed]]) for member in ensemble.members]
     rows = []
     for member, truncations in runs:

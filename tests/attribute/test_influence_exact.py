@@ -131,3 +131,16 @@ def test_diagnose_on_a_tiny_model(mlp, tmp_path):
     assert all(0.0 < s < 1.0 for s in table["null_share"])
     got.plot(tmp_path / "diagnose.png")
     assert (tmp_path / "diagnose.png").stat().st_size > 0
+
+
+def test_diagnose_refuses_a_schedule_that_depends_on_the_horizon(mlp):
+    # truncating a cosine run at t would replay it with the horizon t: other learning rates
+    _, measure, (X, y) = mlp
+    make = lambda schedule: T.Recipe(lambda: nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 3)),  # noqa: E731
+                                     "cross_entropy", T.SGD(0.2), batch_size=4, epochs=2, schedule=schedule,
+                                     dtype=torch.float64, checkpoint_every=3)
+    ens = T.train_ensemble(make("cosine"), (X, y), seeds=[0])
+    with pytest.raises(ValueError, match=r"schedule 'cosine' depends on the number of steps .* truncated at step 3"):
+        dtda.attribute.diagnose(ens, measure, method="exact")
+    stepped = T.train_ensemble(make(("step", 4, 0.5)), (X, y), seeds=[0])
+    assert dtda.attribute.diagnose(stepped, measure, method="exact").table()["step"] == [3, 3, 6, 6]
