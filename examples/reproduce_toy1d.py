@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     cached_before = _cached(run.dir.path / "retrain")
     common = dict(samples=samples, recipe=plan.recipe, train=(plan.data.X_train, plan.data.y_train),
                   measure=plan.measurement(), examples=chosen, each=True, cache=run.dir.path / "retrain",
-                  executor=run.executor())
+                  executor=run.executor(), group_size=run.config["execution"]["seeds_per_group"] or None)
     checks = {mode: confirm(**common, mode=mode, controls=["tiny", "random"] if mode == "masked" else ["random"])
               for mode in ("subset", "masked")}
     wall = time.perf_counter() - t0
