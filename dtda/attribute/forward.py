@@ -59,6 +59,17 @@ def group_directions(groups, n: int, dtype: torch.dtype) -> Tensor:
     return u
 
 
+def _zero_tangents(params: Params, state: dict, lead: tuple[int, ...]) -> tuple[Params, dict]:
+    """Zero tangents ρ_0 of the parameters and the optimiser state, shaped [*lead, *shape]."""
+    return ({k: p.new_zeros(lead + p.shape) for k, p in params.items()},
+            {slot: {k: v.new_zeros(lead + v.shape) for k, v in vals.items()} for slot, vals in state.items()})
+
+
+def _delta(m: Tensor, grad_m: Params, rho: Params, G: int) -> Tensor:
+    """δ [G, Q] = ∇m(θ_T)ᵀ ρ_T for each of the G groups (ρ: name -> [G, *shape])."""
+    return sum(grad_m[k].reshape(m.shape[0], -1) @ rho[k].reshape(G, -1).T for k in rho).T.contiguous()
+
+
 def along(values: dict, first: dict, second: dict, e: Tensor) -> dict:
     """values + e·first + ½e²·second, for (nested) dicts of tensors: the second-order path in ε."""
     return {k: along(v, first[k], second[k], e) if isinstance(v, dict) else v + e * first[k] + 0.5 * e * e * second[k]
@@ -88,10 +99,7 @@ def forward(step: Step, data: Data, member: Member, measure, groups,
                         if group is not None else [member])
     position = group.index(member.seed) if group is not None else 0
     m, grad_m = measurement_gradient(step, measure, member.params)  # before the sweep: checks m
-    params, state = rec.checkpoints[0]
-    rho = {k: p.new_zeros((G,) + p.shape) for k, p in params.items()}
-    rho_state = {slot: {k: v.new_zeros((G,) + v.shape) for k, v in vals.items()}
-                 for slot, vals in state.items()}
+    rho, rho_state = _zero_tangents(*rec.checkpoints[0], (G,))
     if order == 2:
         sigma = {k: torch.zeros_like(v) for k, v in rho.items()}
         sigma_state = {slot: {k: torch.zeros_like(v) for k, v in vals.items()} for slot, vals in rho_state.items()}
@@ -119,15 +127,15 @@ def forward(step: Step, data: Data, member: Member, measure, groups,
             else:
                 (rho, rho_state), (sigma, sigma_state) = vmap(tangents, randomness="same", chunk_size=chunk_size)(
                     rho, rho_state, sigma, sigma_state, u[:, idx])
-    delta = sum(grad_m[k].reshape(m.shape[0], -1) @ rho[k].reshape(G, -1).T for k in rho).T
+    delta = _delta(m, grad_m, rho, G)
     if order == 1:
-        return ForwardResult(m, delta.contiguous(), rho)
+        return ForwardResult(m, delta, rho)
 
     def curvature(tp, sp):  # d²/dε² m(θ_T + ερ + ½ε²σ) = ∇mᵀσ + ρᵀ∇²mρ
         return second_order_jvp(lambda e: measure.functional(along(member.params, tp, sp, e), step.buffers,
                                                              step.module), zero)[1]
     delta2 = vmap(curvature, chunk_size=chunk_size)(rho, sigma)
-    return ForwardResult(m, delta.contiguous(), rho, delta2.detach(), sigma)
+    return ForwardResult(m, delta, rho, delta2.detach(), sigma)
 
 
 def forward_group(recipe: Recipe, data: Data, slots: list[Member | None], measure, groups,
@@ -136,9 +144,8 @@ def forward_group(recipe: Recipe, data: Data, slots: list[Member | None], measur
     :class:`dtda.train.lockstep.Replayer` takes them; None for an absent member, whose result is
     None). Per step, one ``jvp`` of the group's batched step (the one it was trained with) at the
     replayed states (:meth:`dtda.train.lockstep.GroupStep.tangent`) carries the tangents of all K
-members for the G groups (vmapped over G):
-    ρ [G, K, *shape], with u_{B_t} [G, K, B]. Members trained alone run one at a time
-    (:func:`forward`)."""
+    members for the G groups (vmapped over G): ρ [G, K, *shape], with u_{B_t} [G, K, B]. Members
+    trained alone run one at a time (:func:`forward`)."""
     replayer = Replayer(recipe, data, slots)
     if replayer.group_step is None:
         return [forward(Step(recipe, recipe.build(m.seed), m.seed, replayer.T), data, m, measure, groups, chunk_size)
@@ -148,10 +155,7 @@ members for the G groups (vmapped over G):
     G = u.shape[0]
     got = [measurement_gradient(Step(recipe, recipe.build(m.seed), m.seed, replayer.T), measure, m.params)
            for m in members]  # before the sweep: checks m
-    params, state = members[0].record.checkpoints[0]
-    rho = {k: p.new_zeros((G, len(members)) + p.shape) for k, p in params.items()}
-    rho_state = {slot: {k: v.new_zeros((G, len(members)) + v.shape) for k, v in vals.items()}
-                 for slot, vals in state.items()}
+    rho, rho_state = _zero_tangents(*members[0].record.checkpoints[0], (G, len(members)))
     for start, stop in zip(replayer.marks[:-1], replayer.marks[1:]):
         for t, (params, state) in enumerate(replayer.segment(start, stop), start):
             idx = replayer.batch(t)
@@ -164,6 +168,5 @@ members for the G groups (vmapped over G):
     out: list[ForwardResult | None] = []
     for k, ((m, grad_m), given) in enumerate(zip(got, slots)):
         shift = {name: r[:, k] for name, r in rho.items()}
-        delta = sum(grad_m[name].reshape(m.shape[0], -1) @ shift[name].reshape(G, -1).T for name in shift).T
-        out.append(None if given is None else ForwardResult(m, delta.contiguous(), shift))
+        out.append(None if given is None else ForwardResult(m, _delta(m, grad_m, shift, G), shift))
     return out
