@@ -211,7 +211,7 @@ def dtda_stages(timeline: Timeline):
     influence_mod = importlib.import_module("dtda.attribute.influence")  # the package re-exports the function
 
     eigenvalues: dict[str, float] = {}
-    calls = {"pseudo_factors": 0, "_eigh_batched": 0, "query_gradient": 0, "solve": 0, "score": 0}
+    calls = {"grouped_passes": 0, "_eigh_batched": 0, "query_gradient": 0, "solve": 0, "score": 0}
 
     def timed(name: str, stage: str, fn):
         def call(*args, **kwargs):
@@ -223,11 +223,11 @@ def dtda_stages(timeline: Timeline):
                 timeline.mark("other")
         return call
 
-    passes = kronecker.pseudo_factors
+    passes = kronecker.grouped_passes
 
     def pass_over_data(*args, **kwargs):  # a generator: the pass lasts until the caller exhausts it
-        calls["pseudo_factors"] += 1
-        timeline.mark("covariance" if calls["pseudo_factors"] % 2 else "Λ")
+        calls["grouped_passes"] += 1
+        timeline.mark("covariance" if calls["grouped_passes"] % 2 else "Λ")
         yield from passes(*args, **kwargs)
         timeline.mark("other")
 
@@ -239,7 +239,7 @@ def dtda_stages(timeline: Timeline):
         return solve(curvature, *args, **kwargs)
 
     with ExitStack() as stack:
-        stack.enter_context(mock.patch.object(kronecker, "pseudo_factors", pass_over_data))
+        stack.enter_context(mock.patch.object(kronecker, "grouped_passes", pass_over_data))
         stack.enter_context(mock.patch.object(kronecker, "_eigh_batched", timed(
             "_eigh_batched", "eigendecomposition", kronecker._eigh_batched)))
         stack.enter_context(mock.patch.object(influence_mod, "query_gradient", timed(
@@ -250,8 +250,8 @@ def dtda_stages(timeline: Timeline):
             "score", "pairwise scores", influence_mod.score)))
         yield eigenvalues
     missing = [name for name, count in calls.items() if count == 0]
-    if missing or calls["pseudo_factors"] != 2:
-        raise RuntimeError(f"dtda's influence no longer calls {missing or 'pseudo_factors twice'} "
+    if missing or calls["grouped_passes"] != 2:
+        raise RuntimeError(f"dtda's influence no longer calls {missing or 'grouped_passes twice'} "
                            f"(calls: {calls}); update benchmarks/vs_kronfluence.py's stage boundaries")
 
 

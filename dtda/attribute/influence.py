@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from dtda.attribute.reverse import measurement_gradient
 from dtda.curvature import fisher as fisher_mod
-from dtda.curvature.capture import Layer, capture, find_layers, queries, query_scores, row_gradients
+from dtda.curvature.capture import Layer, find_layers, queries, query_scores, row_gradients
 from dtda.curvature.kronecker import fit
 from dtda.measure import as_measurement
 from dtda.samples import SeedSamples
@@ -273,30 +273,30 @@ def query_gradient(step: Step, measure, params: Params, layers: list[Layer]) -> 
     return m, {k: grad_m[k] for k in names}
 
 
-def score(ctx: SeedContext, terms: list[tuple[Params, Params]], rank: int | None = None) -> Tensor:
-    """δ [N, Q] = (1/N) Σ_terms u_qᵀ∇ℓ_k(θ_term), true labels, eval mode, batches of ctx.batch_size;
-    ``rank``: query compression (:func:`dtda.curvature.capture.queries`)."""
-    X, y = ctx.data.X, ctx.data.y
+def score(contexts: list[SeedContext], terms: list[list[tuple[Params, Params]]], rank: int | None = None
+          ) -> list[Tensor]:
+    """δ_s [N, Q] = (1/N) Σ_terms u_qᵀ∇ℓ_k(θ_term) for each seed s of ``contexts`` (one architecture),
+    ``terms[s]`` its (θ, u) pairs (every seed has as many): true labels, eval mode, batches of the
+    contexts' batch size, the seeds' j-th terms captured together per batch
+    (:func:`dtda.curvature.fisher.grouped_passes`). ``rank``: query compression
+    (:func:`dtda.curvature.capture.queries`)."""
+    first = contexts[0]
+    X, y = first.data.X, first.data.y
     N = X.shape[0]
-    loss_fn = ctx.recipe.loss_fn
-    delta = None
-    was_training = ctx.module.training
-    ctx.module.eval()
-    try:
-        for theta, u in terms:
-            prepared = queries(ctx.layers, u, rank)
-            for part in fisher_mod.batches(N, ctx.batch_size):
-                yb = y[part]
-                cap = capture(ctx.module, theta, ctx.buffers, ctx.layers, X[part],
-                              lambda out, yb=yb: loss_fn(out, yb))
-                s = query_scores(cap.a, cap.g, prepared)
-                del cap  # this batch's factors go before the next batch is captured (peak memory)
-                if delta is None:
-                    delta = s.new_zeros(N, s.shape[1])
-                delta[part] += s
-    finally:
-        ctx.module.train(was_training)
-    return delta / N
+    deltas: list[Tensor | None] = [None] * len(contexts)
+    for j in range(len(terms[0])):
+        prepared = [queries(first.layers, per_seed[j][1], rank) for per_seed in terms]
+        for chunk, part, caps in fisher_mod.grouped_passes(
+                first.module, [per_seed[j][0] for per_seed in terms], first.buffers, first.layers, X, y,
+                "empirical", first.recipe.loss_fn, first.recipe.loss_name, [ctx.seed for ctx in contexts],
+                first.batch_size):
+            for s, cap in zip(chunk, caps):
+                scores = query_scores(cap.a, cap.g, prepared[s])
+                if deltas[s] is None:
+                    deltas[s] = scores.new_zeros(N, scores.shape[1])
+                deltas[s][part] += scores
+            del caps, cap  # this batch's factors go before the next batch is captured (peak memory)
+    return [delta / N for delta in deltas]
 
 
 def influence(ensemble, measure, method: str = "ekfac", damping: float | str = "training-time",
@@ -318,8 +318,9 @@ def influence(ensemble, measure, method: str = "ekfac", damping: float | str = "
     then), covered modules and parameters, N and each seed's method meta. Every argument is
     checked before any work.
     The K seeds share one architecture instance (its buffers, taken from the first seed's build, are
-    treated as constants); Kronecker curvature is fitted for all seeds in one call (data passes per
-    seed, eigendecompositions batched).
+    treated as constants); Kronecker curvature is fitted for all seeds together and the training
+    examples are scored for all seeds together (each data pass captures the seeds as one vmapped
+    computation, as many seeds per pass as memory allows; eigendecompositions batched).
     """
     if method not in METHODS:
         raise ValueError(f"influence: method must be one of {sorted(METHODS)}, got {method!r}")
@@ -352,7 +353,7 @@ def influence(ensemble, measure, method: str = "ekfac", damping: float | str = "
                          loss_fn=recipe.loss_fn, weight_decay=weight_decay)
         for ctx, curvature in zip(contexts, curvatures):
             ctx.kronecker = curvature
-    ms, deltas, metas = [], [], []
+    ms, terms, metas = [], [], []
     for ctx, state in zip(contexts, states):
         ctx.state = state
         _resolve_damping(rule, ctx, spec)
@@ -360,8 +361,9 @@ def influence(ensemble, measure, method: str = "ekfac", damping: float | str = "
         m, grad_m = query_gradient(step, measure, ctx.params, ctx.layers)
         result = spec.fn(ctx, grad_m, method_options)
         ms.append(m)
-        deltas.append(score(ctx, result.terms, options["query_rank"]))
+        terms.append(result.terms)
         metas.append(result.meta)
+    deltas = score(contexts, terms, options["query_rank"])
     m = torch.stack(ms)
     meta = {"recipe": recipe.describe(), "method": method, "options": options,
             "damping": _damping_meta(rule, spec, [ctx.damping for ctx in contexts],

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
+from torch.func import functional_call, vmap
 
 import dtda.ops as ops
 
@@ -142,11 +142,20 @@ def _own_params(module: nn.Module) -> list[str]:
 
 
 @contextmanager
-def recording(layers: list[Layer]) -> Iterator[list[list[tuple[Tensor, Tensor]]]]:
-    """Within the block, each forward call of layer i appends (input, output) to ``calls[i]``."""
+def recording(layers: list[Layer], perturb: Callable[[int, int], Tensor] | None = None
+              ) -> Iterator[list[list[tuple[Tensor, Tensor]]]]:
+    """Within the block, each forward call of layer i appends (input, output) to ``calls[i]``. With
+    ``perturb``, the j-th call of layer i returns its output plus ``perturb(i, j)`` (a zero whose
+    gradient is the output gradient: :func:`capture_group`)."""
     calls: list[list[tuple[Tensor, Tensor]]] = [[] for _ in layers]
-    handles = [layer.module.register_forward_hook(
-        lambda mod, inp, out, i=i: calls[i].append((inp[0], out))) for i, layer in enumerate(layers)]
+
+    def hook(i: int):
+        def record_call(mod, inp, out):
+            calls[i].append((inp[0], out))
+            return None if perturb is None else out + perturb(i, len(calls[i]) - 1)
+        return record_call
+
+    handles = [layer.module.register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
     try:
         yield calls
     finally:
@@ -207,6 +216,45 @@ def capture(module: nn.Module, params: Params, buffers: dict, layers: list[Layer
     losses ``losses_of(outputs)`` [B] and capture every layer's (a, g) by one backward of Σ_n ℓ_n
     (examples do not interact, so g is per example)."""
     return record(layers, params, lambda leaves: losses_of(functional_call(module, (leaves, buffers), (x,))))
+
+
+def capture_group(module: nn.Module, params_list: Sequence[Params], buffers: dict, layers: list[Layer],
+                  x: Tensor, losses_of: Sequence[Callable[[Tensor], Tensor]]) -> list[Captured]:
+    """:func:`capture` for K parameter sets of one architecture on the same x, as one computation:
+    ``torch.func.vmap`` of ``functional_call`` over the stacked parameters [K, *shape], every layer
+    call's output plus a zero ε [K, *output shape] (shapes from a no-grad forward of the first set),
+    then one backward of Σ_k Σ_n ℓ_kn with ℓ_k = ``losses_of[k](outputs[k])``: ∂/∂ε is g, and the
+    factors of all K sets come from one unfold over [K·B, ...]. Equal to :func:`capture` per set up
+    to rounding (batched matmuls sum in another order). K = 1 is :func:`capture` itself. Raises
+    what vmap raises for a model it refuses (in-place writes into inputs, ``.item()``, ...)."""
+    if len(params_list) == 1:
+        return [capture(module, params_list[0], buffers, layers, x, losses_of[0])]
+    K, B = len(params_list), x.shape[0]
+    with torch.no_grad(), recording(layers) as probe:
+        functional_call(module, (params_list[0], buffers), (x,))
+    eps = [[torch.zeros((K,) + out.shape, dtype=out.dtype, device=out.device, requires_grad=True)
+            for _, out in layer_calls] for layer_calls in probe]
+    del probe
+    stacked = {k: torch.stack([p[k].detach() for p in params_list]) for k in params_list[0]}
+
+    def run(p: Params, e: list[list[Tensor]]):
+        with recording(layers, perturb=lambda i, j: e[i][j]) as calls:
+            out = functional_call(module, (p, buffers), (x,))
+        return out, [[inp for inp, _ in layer_calls] for layer_calls in calls]
+
+    with torch.enable_grad():
+        outputs, inputs = vmap(run)(stacked, eps)
+        losses = torch.stack([losses_of[k](outputs[k]) for k in range(K)])
+        flat_eps = [e for layer_eps in eps for e in layer_eps]
+        grads = torch.autograd.grad(losses.sum(), flat_eps, allow_unused=True) if flat_eps else ()
+    # (input, ε) of every call with the K sets as K·B rows: one factors() call per layer
+    calls = [[(inp.flatten(0, 1), e.detach().flatten(0, 1)) for inp, e in zip(layer_inputs, layer_eps)]
+             for layer_inputs, layer_eps in zip(inputs, eps)]
+    a, g = factors_of(layers, calls, [None if d is None else d.flatten(0, 1) for d in grads], K * B,
+                      params_list[0])
+    a = [t.unflatten(0, (K, B)) for t in a]
+    g = [t.unflatten(0, (K, B)) for t in g]
+    return [Captured([t[k] for t in a], [t[k] for t in g], losses[k].detach()) for k in range(K)]
 
 
 def row_gradients(layers: list[Layer], params: Params, values_of: Callable[[Params], Tensor]

@@ -17,13 +17,15 @@ reruns are bit-identical.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator
+import warnings
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
 
-from dtda.curvature.capture import Captured, Layer, Params, capture
+from dtda.curvature.capture import Captured, Layer, Params, capture, capture_group, recording
 
 KINDS = ("true", "empirical")
 TRUE_LOSSES = ("cross_entropy", "mse")
@@ -55,15 +57,23 @@ def sampled_loss(outputs: Tensor, loss_name: str, generator: torch.Generator) ->
     return (outputs - target).square().reshape(z.shape[0], -1).mean(1)
 
 
-def pass_losses(kind: str, loss_fn: Callable, loss_name: str | None, seed: int,
-                device: torch.device | str = "cpu") -> Callable[[Tensor, Tensor], Tensor]:
-    """A fresh ``(outputs, y) -> ℓ [B]`` for one pass over the data: true labels ("empirical") or
-    targets sampled from a generator seeded with ``seed`` ("true")."""
+def pass_generator(kind: str, seed: int, device: torch.device | str = "cpu") -> torch.Generator | None:
+    """The generator of one pass's sampled targets, seeded with ``seed`` (kind "true"); None for
+    "empirical" (the true labels: nothing to draw)."""
     if kind == "empirical":
-        return loss_fn
+        return None
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
-    return lambda outputs, y: sampled_loss(outputs, loss_name, generator)
+    return generator
+
+
+def batch_losses(loss_fn: Callable, loss_name: str | None, generator: torch.Generator | None,
+                 y: Tensor) -> Callable[[Tensor], Tensor]:
+    """``outputs -> ℓ [B]`` for one batch: with the true labels y (``generator`` None) or with
+    targets sampled from ``generator``."""
+    if generator is None:
+        return lambda outputs: loss_fn(outputs, y)
+    return lambda outputs: sampled_loss(outputs, loss_name, generator)
 
 
 def batches(n: int, batch_size: int) -> Iterator[slice]:
@@ -72,20 +82,92 @@ def batches(n: int, batch_size: int) -> Iterator[slice]:
         yield slice(lo, min(lo + batch_size, n))
 
 
-def pseudo_factors(module: nn.Module, params: Params, buffers: dict, layers: list[Layer], X: Tensor,
-                   y: Tensor, kind: str, loss_fn: Callable, loss_name: str | None, seed: int,
-                   batch_size: int) -> Iterator[Captured]:
-    """One pass over (X, y) in batches (module in eval mode): each batch's captured factors with
-    pseudo-gradients of ``kind``."""
-    losses = pass_losses(kind, loss_fn, loss_name, seed, X.device)
+class GroupFallback(UserWarning):
+    """K parameter sets are captured one at a time because vmap refuses the model."""
+
+
+def group_pseudo_factors(module: nn.Module, params_list: Sequence[Params], buffers: dict, layers: list[Layer],
+                         X: Tensor, y: Tensor, kind: str, loss_fn: Callable, loss_name: str | None,
+                         seeds: Sequence[int], batch_size: int) -> Iterator[list[Captured]]:
+    """One pass over (X, y) in batches (module in eval mode) for K parameter sets together: each
+    batch's captured factors per set (:func:`dtda.curvature.capture.capture_group`), set k's
+    pseudo-gradients of ``kind`` drawn from its own generator seeded with ``seeds[k]``, in the same
+    order as a pass of that set alone. A model vmap refuses is captured set by set from the batch
+    where vmap failed on, with a :class:`GroupFallback` warning naming why (the generators are
+    rewound, so the targets are those of the sets alone)."""
+    generators = [pass_generator(kind, seed, X.device) for seed in seeds]
+    together = len(params_list) > 1
     was_training = module.training
     module.eval()
     try:
         for part in batches(X.shape[0], batch_size):
-            yb = y[part]
-            yield capture(module, params, buffers, layers, X[part], lambda out, yb=yb: losses(out, yb))
+            losses_of = [batch_losses(loss_fn, loss_name, gen, y[part]) for gen in generators]
+            caps = None
+            if together:
+                drawn = [gen.get_state() if gen is not None else None for gen in generators]
+                try:
+                    caps = capture_group(module, params_list, buffers, layers, X[part], losses_of)
+                except Exception as e:  # noqa: BLE001 — what vmap refuses; a real error recurs below
+                    together = False
+                    for gen, state in zip(generators, drawn):  # the sets alone draw the same targets
+                        if gen is not None:
+                            gen.set_state(state)
+                    first = (str(e).strip().splitlines() or [""])[0][:160]
+                    warnings.warn(f"curvature: {len(params_list)} parameter sets are captured one at a time: "
+                                  f"vmap refuses the model ({type(e).__name__}: {first})", GroupFallback,
+                                  stacklevel=2)
+            if caps is None:
+                caps = [capture(module, params, buffers, layers, X[part], f) for params, f in zip(params_list, losses_of)]
+            yield caps
+            del caps  # this batch's factors go before the next batch is captured (peak memory)
     finally:
         module.train(was_training)
+
+
+#: Bytes a pass over K parameter sets together may hold for one batch's captures (see :func:`sets_per_pass`).
+PASS_BYTES = 2**30
+
+
+def sets_per_pass(module: nn.Module, params: Params, buffers: dict, layers: list[Layer], x: Tensor,
+                  budget: int | None = None) -> int:
+    """How many parameter sets one pass captures together: as many as keep a batch x's factors
+    (a and g of every layer call, bias column and Conv2d patches included) and the layer outputs the
+    backward keeps, per set, within ``budget`` bytes (default :data:`PASS_BYTES`; at least 1 set).
+    From a no-grad forward of ``params``."""
+    budget = PASS_BYTES if budget is None else budget
+    with torch.no_grad(), recording(layers) as calls:
+        functional_call(module, (params, buffers), (x,))
+    per_set = 0
+    for layer, layer_calls in zip(layers, calls):
+        for inp, out in layer_calls:
+            a, g = layer.factors(inp, out)
+            per_set += (a.numel() + g.numel() + out.numel()) * a.element_size()
+    return max(1, budget // max(per_set, 1))
+
+
+def grouped_passes(module: nn.Module, params_list: Sequence[Params], buffers: dict, layers: list[Layer],
+                   X: Tensor, y: Tensor, kind: str, loss_fn: Callable, loss_name: str | None,
+                   seeds: Sequence[int], batch_size: int) -> Iterator[tuple[range, slice, list[Captured]]]:
+    """Passes over (X, y) that capture all K parameter sets, as many sets per pass as
+    :func:`sets_per_pass` allows (:func:`group_pseudo_factors` per pass): per batch, (the indices
+    of the pass's sets, the batch's rows of X, their captures in that order)."""
+    K = len(params_list)
+    per_pass = sets_per_pass(module, params_list[0], buffers, layers, X[:batch_size])
+    for lo in range(0, K, per_pass):
+        chunk = range(lo, min(lo + per_pass, K))
+        captured = group_pseudo_factors(module, [params_list[s] for s in chunk], buffers, layers, X, y, kind,
+                                        loss_fn, loss_name, [seeds[s] for s in chunk], batch_size)
+        for part, caps in zip(batches(X.shape[0], batch_size), captured):
+            yield chunk, part, caps
+
+
+def pseudo_factors(module: nn.Module, params: Params, buffers: dict, layers: list[Layer], X: Tensor,
+                   y: Tensor, kind: str, loss_fn: Callable, loss_name: str | None, seed: int,
+                   batch_size: int) -> Iterator[Captured]:
+    """:func:`group_pseudo_factors` for one parameter set: each batch's captured factors."""
+    for (cap,) in group_pseudo_factors(module, [params], buffers, layers, X, y, kind, loss_fn, loss_name,
+                                       [seed], batch_size):
+        yield cap
 
 
 def per_example_gradients(a: Tensor, g: Tensor) -> Tensor:

@@ -23,14 +23,14 @@ in V's dtype (at least float32); results come back in the dtype of V.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 
 import dtda.ops as ops
-from dtda.curvature.capture import Layer, Params
-from dtda.curvature.fisher import check_fisher, pseudo_factors
+from dtda.curvature.capture import Captured, Layer, Params
+from dtda.curvature.fisher import check_fisher, grouped_passes
 
 KINDS = ("kfac", "ekfac")
 
@@ -106,8 +106,11 @@ def fit(module: nn.Module, params_list: list[Params], buffers: dict, data, layer
         fisher: str, loss_name: str | None, seeds: list[int], kind: str, batch_size: int, *,
         loss_fn: Callable | None = None, weight_decay: float = 0.0) -> list[KroneckerCurvature]:
     """K-FAC or EK-FAC curvature for each parameter set in ``params_list`` (K seeds of one
-    architecture ``module``), fitted together: covariance passes per seed, one batched float64
-    eigendecomposition per matrix size over all layers and seeds, then (EK-FAC) the eigenvalue pass.
+    architecture ``module``), fitted together: each pass over the data (covariances, then for
+    EK-FAC the eigenvalues) captures the K sets as one vmapped computation
+    (:func:`dtda.curvature.fisher.grouped_passes`: as many sets per pass as memory allows), and one
+    batched float64 eigendecomposition per matrix size covers all layers and sets. Equal to fitting
+    each set alone up to rounding.
 
     data: anything with ``.X`` [N, ...] and ``.y`` [N, ...] (the training data, true labels).
     fisher: "true" or "empirical"; loss_name: "cross_entropy", "mse" or None (custom loss);
@@ -124,42 +127,42 @@ def fit(module: nn.Module, params_list: list[Params], buffers: dict, data, layer
         raise ValueError(f"seeds must give one generator seed per parameter set: {len(params_list)} "
                          f"parameter sets, got {len(seeds)} seeds")
     X, y = data.X, data.y
-    N = X.shape[0]
+    N, K, L = X.shape[0], len(params_list), len(layers)
 
-    def factors(params, seed):
-        return pseudo_factors(module, params, buffers, layers, X, y, fisher, loss_fn, loss_name, seed,
+    def passes() -> Iterator[tuple[range, slice, list[Captured]]]:
+        return grouped_passes(module, params_list, buffers, layers, X, y, fisher, loss_fn, loss_name, seeds,
                               batch_size)
 
-    covariances = []  # per seed: per layer (A, S)
-    for params, seed in zip(params_list, seeds):
-        A = [None] * len(layers)
-        S = [None] * len(layers)
-        positions = [0] * len(layers)
-        for cap in factors(params, seed):
+    A = [[None] * L for _ in range(K)]
+    S = [[None] * L for _ in range(K)]
+    positions = [0] * L  # Σ_batches B·T per layer: the same for every set (one architecture)
+    for chunk, _, caps in passes():
+        for s, cap in zip(chunk, caps):
             for i, (a, g) in enumerate(zip(cap.a, cap.g)):
-                A[i] = _add64(A[i], ops.kron_covariance(a))
-                S[i] = _add64(S[i], ops.kron_covariance(g))
-                positions[i] += a.shape[0] * a.shape[1]
-            del cap, a, g  # this batch's factors go before the next batch is captured (peak memory)
-        covariances.append([(A[i] / positions[i], S[i] / N) for i in range(len(layers))])
-    decomposed = _eigh_batched([m for per_seed in covariances for pair in per_seed for m in pair])
-    results = []
-    for s, (params, seed) in enumerate(zip(params_list, seeds)):
-        eigen = []
-        for i in range(len(layers)):
-            (dA, QA), (dS, QS) = decomposed[2 * (s * len(layers) + i)], decomposed[2 * (s * len(layers) + i) + 1]
-            eigen.append(LayerEigen(QA, QS, torch.outer(dS, dA)))
-        if kind == "ekfac":
-            lam = [torch.zeros_like(e.lam) for e in eigen]
-            bases: dict[tuple[int, torch.dtype], tuple[Tensor, Tensor]] = {}  # eigenbases in the factors' dtype
-            for cap in factors(params, seed):
+                A[s][i] = _add64(A[s][i], ops.kron_covariance(a))
+                S[s][i] = _add64(S[s][i], ops.kron_covariance(g))
+                if s == 0:
+                    positions[i] += a.shape[0] * a.shape[1]
+        del caps, cap, a, g  # this batch's factors go before the next batch is captured (peak memory)
+    decomposed = _eigh_batched([m for s in range(K) for i in range(L)
+                                for m in (A[s][i] / positions[i], S[s][i] / N)])
+    del A, S
+    eigen = []
+    for s in range(K):
+        pairs = decomposed[2 * s * L:2 * (s + 1) * L]  # (A, S) of each layer of set s
+        eigen.append([LayerEigen(QA, QS, torch.outer(dS, dA)) for (dA, QA), (dS, QS) in zip(pairs[0::2], pairs[1::2])])
+    if kind == "ekfac":
+        lam = [[torch.zeros_like(e.lam) for e in per_set] for per_set in eigen]
+        bases: dict[tuple[int, int, torch.dtype], tuple[Tensor, Tensor]] = {}  # eigenbases in the factors' dtype
+        for chunk, _, caps in passes():
+            for s, cap in zip(chunk, caps):
                 for i, (a, g) in enumerate(zip(cap.a, cap.g)):
-                    if (i, a.dtype) not in bases:
-                        bases[i, a.dtype] = eigen[i].QA.to(a.dtype), eigen[i].QS.to(a.dtype)
-                    QA, QS = bases[i, a.dtype]
-                    lam[i] += ops.ekfac_eigvals(a, g, QA, QS)
-                del cap, a, g
-            for e, total in zip(eigen, lam):
+                    if (s, i, a.dtype) not in bases:
+                        bases[s, i, a.dtype] = eigen[s][i].QA.to(a.dtype), eigen[s][i].QS.to(a.dtype)
+                    QA, QS = bases[s, i, a.dtype]
+                    lam[s][i] += ops.ekfac_eigvals(a, g, QA, QS)
+            del caps, cap, a, g
+        for per_set, totals in zip(eigen, lam):
+            for e, total in zip(per_set, totals):
                 e.lam = total / N
-        results.append(KroneckerCurvature(kind, layers, eigen, float(weight_decay)))
-    return results
+    return [KroneckerCurvature(kind, layers, per_set, float(weight_decay)) for per_set in eigen]

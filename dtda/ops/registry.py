@@ -110,7 +110,7 @@ def candidates(op: str, device: torch.device, dtype: torch.dtype, args: tuple | 
     """Backends able to run ``op`` here now (on ``args`` when given), in automatic-selection order."""
     ordered = sorted(_BACKENDS.values(), key=lambda b: -b.priority)
     return [b.name for b in ordered
-            if op in b.ops and not b.unavailable() and not b.supports(device, dtype)
+            if op in b.ops and not b.supports(device, dtype) and not b.unavailable()
             and not _refusal(b, op, args)]
 
 

@@ -7,6 +7,7 @@ from curvature_oracle import per_example_gradients
 from torch import nn
 
 from dtda.curvature import capture, find_layers, fisher
+from dtda.curvature.capture import capture_group
 
 
 def _check_against_oracle(module, x, y, loss):
@@ -98,3 +99,38 @@ def test_capture_takes_no_weight_gradients():
     for layer, a, g in zip(find_layers(module), cap.a, cap.g):
         for k, v in layer.split(fisher.per_example_gradients(a, g)).items():
             torch.testing.assert_close(v, want[k], rtol=1e-12, atol=1e-12)
+
+
+class _Shared(nn.Module):
+    """A Linear on token inputs, then one Linear called twice (weight sharing: two calls, extra positions)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(3, 4)
+        self.shared = nn.Linear(4, 4, bias=False)
+
+    def forward(self, x):
+        return self.shared(torch.tanh(self.shared(torch.tanh(self.inp(x))))).sum(1)
+
+
+@pytest.mark.parametrize("make, x_shape, classes", [(_Shared, (5, 2, 3), 4), (_ConvNet, (4, 2, 6, 5), 4)])
+def test_capture_group_equals_capture_per_set(make, x_shape, classes):
+    """K parameter sets captured as one vmapped computation = each captured alone (float64)."""
+    torch.manual_seed(4)
+    module = make().to(torch.float64).eval()
+    layers = find_layers(module)
+    sets = [{k: p.detach() + 0.3 * k_set * torch.randn_like(p) for k, p in module.named_parameters()}
+            for k_set in range(3)]
+    x = torch.randn(*x_shape, dtype=torch.float64)
+    y = torch.randint(0, classes, (x_shape[0],))
+
+    def loss(out, scale):
+        return scale * torch.nn.functional.cross_entropy(out, y, reduction="none")
+    together = capture_group(module, sets, {}, layers, x, [lambda out, s=s: loss(out, s + 1.0) for s in range(3)])
+    assert len(together) == 3
+    for s, params in enumerate(sets):
+        alone = capture(module, params, {}, layers, x, lambda out: loss(out, s + 1.0))
+        for got, want in zip(together[s].a + together[s].g, alone.a + alone.g):
+            assert got.shape == want.shape
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(together[s].losses, alone.losses, rtol=1e-12, atol=1e-12)

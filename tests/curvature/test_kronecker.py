@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from curvature_oracle import dense_kronecker_solve, layer_inputs, per_example_gradients
 from torch import nn
 
+import dtda.curvature.fisher as fisher_mod
 from dtda.curvature import find_layers, fit
 from dtda.curvature.fisher import pseudo_factors
 from dtda.train.data import Data
@@ -58,16 +59,81 @@ def test_kfac_equals_ekfac_for_one_example():
         torch.testing.assert_close(ekfac.solve(V, LAM)[k], v, rtol=1e-10, atol=1e-14)
 
 
-@pytest.mark.parametrize("fisher", ["true", "empirical"])
-def test_seeds_fitted_together_equal_one_at_a_time(fisher):
-    module, params, data, layers = _setup()
-    sets = [params, {k: p + 0.3 * torch.randn_like(p) for k, p in params.items()}]
-    together = _fit(module, sets, data, layers, "ekfac", fisher, seeds=[11, 12])
-    V = {k: torch.randn((2,) + p.shape, dtype=torch.float64) for k, p in params.items()}
+def _three_sets(module):
+    params = {k: p.detach() for k, p in module.named_parameters()}
+    return [params] + [{k: p + 0.3 * torch.randn_like(p) for k, p in params.items()} for _ in range(2)]
+
+
+def _assert_each_equals_alone(module, sets, data, layers, fisher, together):
+    V = {k: torch.randn((2,) + p.shape, dtype=torch.float64) for k, p in sets[0].items()}
     for i, p in enumerate(sets):
         alone = _fit(module, [p], data, layers, "ekfac", fisher, seeds=[11 + i])[0]
         for k, v in alone.solve(V, LAM).items():
             torch.testing.assert_close(together[i].solve(V, LAM)[k], v, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("fisher", ["true", "empirical"])
+@pytest.mark.parametrize("per_pass, grouped_sizes", [(None, {3}), (2, {2}), (1, set())])
+def test_seeds_fitted_together_equal_one_at_a_time(fisher, per_pass, grouped_sizes, monkeypatch):
+    """K = 3 sets captured as one vmapped computation per batch (per_pass None), as 2 + 1 or one
+    per pass (a memory budget that allows fewer) give each set's curvature alone, sampled targets
+    included: the solves agree to 1e-12 (float64)."""
+    module, _, data, layers = _setup()
+    sets = _three_sets(module)
+    if per_pass is not None:
+        monkeypatch.setattr(fisher_mod, "sets_per_pass", lambda *args, **kw: per_pass)
+    sizes = []
+    real = fisher_mod.capture_group
+    monkeypatch.setattr(fisher_mod, "capture_group", lambda *args: sizes.append(len(args[1])) or real(*args))
+    together = _fit(module, sets, data, layers, "ekfac", fisher, seeds=[11, 12, 13])
+    assert set(sizes) == grouped_sizes and len(sizes) == 2 * 3 * len(grouped_sizes)  # 2 passes × 3 batches
+    _assert_each_equals_alone(module, sets, data, layers, fisher, together)
+
+
+def test_sets_per_pass_counts_factors_and_outputs_per_set():
+    module, params, data, layers = _setup()
+    # batch of 13: layer 0 a [13,1,3+1], g [13,1,4], out [13,4]; layer 1 a [13,1,4+1], g, out [13,3]
+    per_set = 8 * (13 * (4 + 4 + 4) + 13 * (5 + 3 + 3))
+    assert fisher_mod.sets_per_pass(module, params, {}, layers, data.X[:13], budget=2 * per_set) == 2
+    assert fisher_mod.sets_per_pass(module, params, {}, layers, data.X[:13], budget=2 * per_set - 1) == 1
+    assert fisher_mod.sets_per_pass(module, params, {}, layers, data.X[:13], budget=1) == 1
+
+
+class _ItemScaled(nn.Module):
+    """A model vmap refuses: its forward reads a Python number out of a tensor (``.item()``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.a(x))
+        return self.b(h / (1.0 + h.abs().max().item()))
+
+
+def test_a_model_vmap_refuses_is_fitted_set_by_set_with_a_warning():
+    torch.manual_seed(0)
+    module = _ItemScaled().to(torch.float64)
+    data = Data(torch.randn(30, 3, dtype=torch.float64), torch.randint(0, 3, (30,)))
+    layers, sets = find_layers(module), _three_sets(module)
+    with pytest.warns(fisher_mod.GroupFallback, match=r"3 parameter sets are captured one at a time: vmap refuses"):
+        together = _fit(module, sets, data, layers, "ekfac", "true", seeds=[11, 12, 13])
+    _assert_each_equals_alone(module, sets, data, layers, "true", together)
+
+
+def test_a_group_failing_after_drawing_targets_rewinds_the_generators(monkeypatch):
+    """The fallback redraws the batch's targets from where the sets alone draw them."""
+    module, _, data, layers = _setup()
+    sets = _three_sets(module)
+    real = fisher_mod.capture_group
+
+    def fails_late(*args):
+        real(*args)  # the sampled targets are drawn, then the group fails
+        raise RuntimeError("refused late")
+    monkeypatch.setattr(fisher_mod, "capture_group", fails_late)
+    with pytest.warns(fisher_mod.GroupFallback, match="refused late"):
+        together = _fit(module, sets, data, layers, "ekfac", "true", seeds=[11, 12, 13])
+    _assert_each_equals_alone(module, sets, data, layers, "true", together)
 
 
 def test_heuristic_per_layer_dict_and_apply_sees_weight_decay():
