@@ -133,16 +133,17 @@ def sets_per_pass(module: nn.Module, params: Params, buffers: dict, layers: list
     """How many parameter sets one pass captures together: as many as keep a batch x's factors
     (a and g of every layer call, bias column and Conv2d patches included) and the layer outputs the
     backward keeps, per set, within ``budget`` bytes (default :data:`PASS_BYTES`; at least 1 set).
-    From a no-grad forward of ``params``."""
+    From a no-grad forward of ``params`` on x's first row, scaled by x's rows (examples do not
+    interact, so every layer call's size is proportional to them)."""
     budget = PASS_BYTES if budget is None else budget
     with torch.no_grad(), recording(layers) as calls:
-        functional_call(module, (params, buffers), (x,))
-    per_set = 0
+        functional_call(module, (params, buffers), (x[:1],))
+    per_row = 0
     for layer, layer_calls in zip(layers, calls):
         for inp, out in layer_calls:
             a, g = layer.factors(inp, out)
-            per_set += (a.numel() + g.numel() + out.numel()) * a.element_size()
-    return max(1, budget // max(per_set, 1))
+            per_row += (a.numel() + g.numel() + out.numel()) * a.element_size()
+    return max(1, budget // max(per_row * x.shape[0], 1))
 
 
 def grouped_passes(module: nn.Module, params_list: Sequence[Params], buffers: dict, layers: list[Layer],
@@ -152,13 +153,15 @@ def grouped_passes(module: nn.Module, params_list: Sequence[Params], buffers: di
     :func:`sets_per_pass` allows (:func:`group_pseudo_factors` per pass): per batch, (the indices
     of the pass's sets, the batch's rows of X, their captures in that order)."""
     K = len(params_list)
-    per_pass = sets_per_pass(module, params_list[0], buffers, layers, X[:batch_size])
+    per_pass = sets_per_pass(module, params_list[0], buffers, layers, X[:batch_size]) if K > 1 else 1
     for lo in range(0, K, per_pass):
         chunk = range(lo, min(lo + per_pass, K))
         captured = group_pseudo_factors(module, [params_list[s] for s in chunk], buffers, layers, X, y, kind,
                                         loss_fn, loss_name, [seeds[s] for s in chunk], batch_size)
-        for part, caps in zip(batches(X.shape[0], batch_size), captured):
-            yield chunk, part, caps
+        parts = batches(X.shape[0], batch_size)
+        for caps in captured:  # (not zip: its reused result tuple keeps a batch alive into the next)
+            yield chunk, next(parts), caps
+            del caps  # before the next batch is captured (peak memory: one batch's captures)
 
 
 def pseudo_factors(module: nn.Module, params: Params, buffers: dict, layers: list[Layer], X: Tensor,
