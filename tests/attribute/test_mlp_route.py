@@ -42,6 +42,9 @@ MODELS = {
     "dropout-identity": _chain(nn.Sequential(nn.Tanh(), nn.Dropout(0.4)), nn.Identity()),
     "final-tanh": _chain(nn.GELU(), final=nn.Tanh()),
     "linear": lambda: nn.Linear(3, 2),
+    # outputs at least mlp.NARROW wide take the R-forward's other products (first layer and later)
+    "wide-narrow": lambda: nn.Sequential(nn.Linear(3, 40), nn.Tanh(), nn.Linear(40, 33, bias=False), nn.GELU(),
+                                         nn.Linear(33, mlp.NARROW + 1), nn.ReLU(), nn.Linear(mlp.NARROW + 1, 2)),
 }
 OPTIMIZERS = {
     "sgd": T.SGD(0.2),
