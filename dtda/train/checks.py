@@ -124,6 +124,25 @@ class LossWatch:
                                      f"for examples {bad} (lower the learning rate or check the data)")
         self.means.append(float(losses.detach().mean()))
 
+    @staticmethod
+    def step_group(watches: list[LossWatch], t: int, idx: Tensor, losses: Tensor,
+                   errors: dict[int, FloatingPointError]) -> None:
+        """:meth:`step` for the K members of a group (idx, losses [K, B]) with one finiteness test and
+        one mean for the group (per member only where a loss is not finite): member k's
+        ``FloatingPointError`` lands in ``errors[k]``, and a member in ``errors`` is skipped."""
+        finite = torch.isfinite(losses).all(1).tolist()
+        means = losses.detach().mean(1).tolist()
+        for k, watch in enumerate(watches):
+            if k in errors:
+                continue
+            if finite[k]:
+                watch.means.append(means[k])
+                continue
+            try:
+                watch.step(t, idx[k], losses[k])
+            except FloatingPointError as e:  # this member stops counting; the others go on
+                errors[k] = e
+
     def finish(self) -> None:
         """Raise :class:`TrainingDiverged` if the run diverged (see the class docstring)."""
         w = max(1, math.ceil(len(self.means) / 10))

@@ -195,11 +195,7 @@ def _train_lockstep(recipe: Recipe, data: Data, seeds: list[int], weights: Tenso
     for t in range(T):
         idx = torch.stack([b[t] for b in batches])  # [K, B_t]: every member's batch has the same size
         params, state, losses = step(params, state, data.X[idx], data.y[idx], w_all[idx], t)
-        for k in [k for k in range(len(seeds)) if k not in errors]:
-            try:
-                watches[k].step(t, idx[k], losses[k])
-            except FloatingPointError as e:  # this member stops counting; the others go on
-                errors[k] = e
+        checks.LossWatch.step_group(watches, t, idx, losses, errors)
         if (t + 1) % C == 0 or t + 1 == T:
             checkpoints[t + 1] = (params, state)
     for k in [k for k in range(len(seeds)) if k not in errors]:
