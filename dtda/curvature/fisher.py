@@ -93,7 +93,7 @@ def group_pseudo_factors(module: nn.Module, params_list: Sequence[Params], buffe
     batch's captured factors per set (:func:`dtda.curvature.capture.capture_group`), set k's
     pseudo-gradients of ``kind`` drawn from its own generator seeded with ``seeds[k]``, in the same
     order as a pass of that set alone. A model vmap refuses is captured set by set from the batch
-    where vmap failed on, with a :class:`GroupFallback` warning naming why (the generators are
+    where vmap failed, with a :class:`GroupFallback` warning naming why (the generators are
     rewound, so the targets are those of the sets alone)."""
     generators = [pass_generator(kind, seed, X.device) for seed in seeds]
     together = len(params_list) > 1
