@@ -76,15 +76,16 @@ class SGD:
 
     def update(self, params: Params, state: State, grads: Params, lr: float, t: int):
         """One step at 0-based step ``t`` with learning rate ``lr``; ``grads`` include ∇R."""
+        # one ``add`` with alpha per term, as torch.optim.SGD's foreach path (one pass, not two)
         if self.momentum == 0.0:
-            return {k: p - lr * grads[k] for k, p in params.items()}, {}
+            return {k: torch.add(p, grads[k], alpha=-lr) for k, p in params.items()}, {}
         mu = self.momentum
-        v = {k: mu * state["v"][k] + grads[k] for k in params}
+        v = {k: torch.add(grads[k], state["v"][k], alpha=mu) for k in params}
         if self.nesterov:
-            direction = {k: grads[k] + mu * v[k] for k in params}
+            direction = {k: torch.add(grads[k], v[k], alpha=mu) for k in params}
         else:
             direction = v
-        return {k: p - lr * direction[k] for k, p in params.items()}, {"v": v}
+        return {k: torch.add(p, direction[k], alpha=-lr) for k, p in params.items()}, {"v": v}
 
     def adjoint(self, params: Params, state: State, grads: Params, lr: float, t: int,
                 cot_params: Params, cot_state: State, scratch: dict | None = None):
