@@ -10,19 +10,25 @@ decay, B = 64, 10 epochs (T = 230), float32, Q = 20 test margins, reverse mode. 
 - the same in groups of ``--group`` seeds trained and unrolled in lockstep
   (``dtda.train.train_group`` + ``dtda.attribute.unroll_group``),
 
-and prints seeds per minute (wall time, and CPU time of this process: on a shared, loaded machine
-the CPU time is the steadier measure) beside the arithmetic bound of exact reverse mode: per step and seed
-≈ (6 + 12·Q)·B·W flops (W = weight count: 2·B·W forward + 4·B·W backward for the replayed
-training step, and 12·B·W per adjoint for the R-forward, R-backward and Hessian accumulation),
-executed at the rate ``torch.mm`` reaches in this process on the dominant HVP shape
-[Q·B, width] @ [width, width] (measured in the same run). Training alone is bounded by 6·B·W.
+beside the arithmetic bound of exact reverse mode: per step and seed ≈ (6 + 12·Q)·B·W flops
+(W = weight count: 2·B·W forward + 4·B·W backward for the replayed training step, and 12·B·W per
+adjoint for the R-forward, R-backward and Hessian accumulation), executed at the rate ``torch.mm``
+reaches in this process on the dominant HVP shape [Q·B, width] @ [width, width]. Training alone
+is bounded by 6·B·W.
+
+The machine's speed drifts by tens of percent within minutes (a shared host), so the paths are
+timed in ``--repeat`` interleaved rounds, and before each path's timing in a round the mm rate is
+sampled again: a path's fraction of the bound uses the rate of its own moment, and its speed-up
+over one seed at a time is the ratio within a round. The table prints medians over rounds, with
+the range over rounds for seeds per minute and the fraction of the bound.
 
 ``--processes P`` (P > 1) also times the demo's own layout: P worker processes of
 ``threads / P`` torch threads each, every worker training and reverse-unrolling its share of the
-``--seeds`` in groups of ``seeds / P``, all started together after a warm-up; seeds per minute
-from the wall time until the last worker is done (bound: P times the per-thread mm rate).
+``--seeds`` in groups of ``seeds / P``, started together after a warm-up, ``--repeat`` rounds with
+the one-thread mm rate sampled before each; seeds per minute from the wall time until the last
+worker is done (bound: P times the one-thread mm rate).
 
-    python -m benchmarks.seeds [--threads 2] [--seeds 16] [--group 8 16] [--one 4] [--repeat 2]
+    python -m benchmarks.seeds [--threads 2] [--seeds 16] [--group 8 16] [--one 2] [--repeat 3]
                                [--forward-groups 10] [--processes 2]
 """
 
@@ -41,7 +47,7 @@ from dtda.config import validate
 from dtda.pipeline import Plan
 
 
-def mm_rate(m: int, k: int, n: int, dtype: torch.dtype, seconds: float = 2.0) -> tuple[float, float]:
+def mm_rate(m: int, k: int, n: int, dtype: torch.dtype, seconds: float = 0.5) -> tuple[float, float]:
     """torch.mm's flop rate on [m, k] @ [k, n]: (per wall second, per CPU second of this process),
     medians over batches of calls for ``seconds``."""
     a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
@@ -57,19 +63,11 @@ def mm_rate(m: int, k: int, n: int, dtype: torch.dtype, seconds: float = 2.0) ->
     return flops / statistics.median(t for t, _ in times), flops / max(statistics.median(c for _, c in times), 1e-9)
 
 
-def timed(fn, repeat: int) -> tuple[float, float]:
-    """Median (wall time, this process's CPU time) of ``repeat`` calls after one warm-up call."""
+def clocked(fn) -> tuple[float, float]:
+    """(wall, this process's CPU) seconds of one call."""
+    t0, c0 = time.perf_counter(), time.process_time()
     fn()
-    times = []
-    for _ in range(repeat):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        times.append((time.perf_counter() - t0, time.process_time() - c0))
-    return statistics.median(t for t, _ in times), statistics.median(c for _, c in times)
-
-
-def per_seed(pair: tuple[float, float], k: int) -> tuple[float, float]:
-    return pair[0] / k, pair[1] / k
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 class Demo:
@@ -92,25 +90,15 @@ class Demo:
         self.train_member, self.unroll_member = train_member, unroll_member
         self.train_group, self.unroll_group = train_group, unroll_group
 
-    def one_at_a_time(self, seeds, repeat):
-        """Per-seed (wall, CPU) seconds of training, reverse unrolling and forward unrolling."""
+    def one_at_a_time(self, seeds) -> "Path":
         r, s = self.recipe, self.train
-        return self._times([[k] for k in seeds], lambda unit: [self.train_member(r, s, unit[0])],
-                           lambda ms, *how: [self.unroll_member(r, s, m, self.measure, *how) for m in ms], repeat)
+        return Path(self, [[k] for k in seeds], lambda unit: [self.train_member(r, s, unit[0])],
+                    lambda ms, *how: [self.unroll_member(r, s, m, self.measure, *how) for m in ms])
 
-    def grouped(self, seeds, K, repeat):
+    def grouped(self, seeds, K) -> "Path":
         r, s = self.recipe, self.train
-        return self._times([seeds[i:i + K] for i in range(0, len(seeds), K)], lambda g: self.train_group(r, s, g),
-                           lambda ms, *how: self.unroll_group(r, s, ms, self.measure, *how), repeat)
-
-    def _times(self, units, train, unroll, repeat):
-        n = sum(len(u) for u in units)
-        t_train = per_seed(timed(lambda: [train(u) for u in units], repeat), n)
-        trained = [train(u) for u in units]
-        t_rev = per_seed(timed(lambda: [unroll(ms, "reverse") for ms in trained], repeat), n)
-        t_fwd = per_seed(timed(lambda: [unroll(ms, "forward", self.groups) for ms in trained], repeat),
-                         n) if self.groups else None
-        return t_train, t_rev, t_fwd
+        return Path(self, [seeds[i:i + K] for i in range(0, len(seeds), K)], lambda g: self.train_group(r, s, g),
+                    lambda ms, *how: self.unroll_group(r, s, ms, self.measure, *how))
 
     def train_and_unroll(self, seeds):
         """Train ``seeds`` as one group and reverse-unroll it (the demo's unit of work)."""
@@ -118,34 +106,75 @@ class Demo:
         self.unroll_group(self.recipe, self.train, members, self.measure)
 
 
-def _worker(seeds, threads, barrier, results):
+class Path:
+    """One way of training and unrolling ``units`` (lists of seeds): :meth:`sample` times it once."""
+
+    def __init__(self, work: Demo, units, train, unroll):
+        self.work, self.units, self.train, self.unroll = work, units, train, unroll
+        self.n = sum(len(u) for u in units)
+        self.trained = [train(u) for u in units]  # also the warm-up
+        self._reverse()
+        if work.groups:
+            self._forward()
+
+    def _reverse(self):
+        for ms in self.trained:
+            self.unroll(ms, "reverse")
+
+    def _forward(self):
+        for ms in self.trained:
+            self.unroll(ms, "forward", self.work.groups)
+
+    def sample(self) -> dict:
+        """Per-seed (wall, CPU) seconds of training, reverse unrolling and forward unrolling (None
+        when skipped), and the mm rate (wall, CPU) sampled just before."""
+        work = self.work
+        rate = mm_rate(work.Q * work.B, work.width, work.width, work.recipe.dtype)
+        per_seed = lambda pair: (pair[0] / self.n, pair[1] / self.n)  # noqa: E731
+        out = {"rate": rate, "train": per_seed(clocked(lambda: [self.train(u) for u in self.units])),
+               "reverse": per_seed(clocked(self._reverse))}
+        out["forward"] = per_seed(clocked(self._forward)) if work.groups else None
+        return out
+
+
+def _worker(seeds, threads, rounds, barrier, results):
     torch.set_num_threads(threads)
     work = Demo(0)
     work.train_and_unroll(seeds)  # warm-up, as a worker's first group is in a run
-    barrier.wait()
-    t0 = time.perf_counter()
-    work.train_and_unroll(seeds)
-    results.put(time.perf_counter() - t0)
+    for _ in range(rounds):
+        barrier.wait()  # ready: the driver samples the mm rate while every worker waits
+        barrier.wait()  # go
+        work.train_and_unroll(seeds)
+        results.put(time.perf_counter())
 
 
-def processes(n_seeds: int, P: int, threads: int) -> float:
-    """Wall seconds for P worker processes of ``threads`` threads to train + unroll ``n_seeds``
-    seeds (a group of n_seeds / P each), started together after a warm-up group each."""
+def processes(work: Demo, n_seeds: int, P: int, threads: int, rounds: int) -> list[tuple[float, float]]:
+    """Per round: (wall seconds for P worker processes of ``threads`` threads to train + unroll
+    ``n_seeds`` seeds, a group of n_seeds / P each, started together; the one-thread mm rate
+    sampled in this process just before, while the workers wait)."""
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(P + 1), ctx.Queue()
     share = n_seeds // P
-    workers = [ctx.Process(target=_worker, args=(list(range(i * share, (i + 1) * share)), threads, barrier, results))
-               for i in range(P)]
+    workers = [ctx.Process(target=_worker, args=(list(range(i * share, (i + 1) * share)), threads, rounds, barrier,
+                                                 results)) for i in range(P)]
     for w in workers:
         w.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    for _ in workers:
-        results.get()
-    wall = time.perf_counter() - t0
+    torch.set_num_threads(1)
+    out = []
+    for _ in range(rounds):
+        barrier.wait()
+        rate, _ = mm_rate(work.Q * work.B, work.width, work.width, work.recipe.dtype)
+        barrier.wait()
+        t0 = time.perf_counter()
+        out.append((max(results.get() for _ in workers) - t0, rate))
     for w in workers:
         w.join()
-    return wall
+    return out
+
+
+def _spread(values: list[float], fmt: str) -> str:
+    """median [min–max] of ``values``."""
+    return f"{format(statistics.median(values), fmt)} [{format(min(values), fmt)}–{format(max(values), fmt)}]"
 
 
 def main() -> None:
@@ -153,51 +182,59 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=16, help="seeds per grouped measurement")
     parser.add_argument("--group", type=int, nargs="*", default=[16], help="group sizes to time")
-    parser.add_argument("--one", type=int, default=4, help="seeds timed one at a time")
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--one", type=int, default=2, help="seeds timed one at a time")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--forward-groups", type=int, default=10,
                         help="forward mode: removal groups of 10 examples (0: skip forward mode)")
     parser.add_argument("--processes", type=int, default=0, help="also time P worker processes (0: skip)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work = Demo(args.forward_groups)
-    B, W, Q, T, width = work.B, work.W, work.Q, work.T, work.width
-    rate, rate_cpu = mm_rate(Q * B, width, width, work.recipe.dtype)
+    B, W, Q, T = work.B, work.W, work.Q, work.T
     per_seed_train = 6.0 * B * W * T
     per_seed_unroll = (6.0 + 12.0 * Q) * B * W * T
     print(f"demo: N = {work.n}, B = {B}, T = {T}, W = {W}, Q = {Q}, threads = {torch.get_num_threads()}, "
-          f"load average {os.getloadavg()[0]:.2f}")
-    print(f"torch.mm [{Q * B}, {width}] @ [{width}, {width}]: {rate / 1e9:.1f} GFLOP/s wall, "
-          f"{rate_cpu / 1e9:.1f} GFLOP per CPU second -> bound "
-          f"{60 * rate / per_seed_train:.0f} seeds/min (train), {60 * rate / per_seed_unroll:.0f} seeds/min "
-          f"(train + unroll)")
-    rows = [("one at a time", *work.one_at_a_time(list(range(args.one)), args.repeat))]
+          f"{args.repeat} rounds, load average {os.getloadavg()[0]:.2f}")
+    paths = {"one at a time": work.one_at_a_time(list(range(args.one)))}
     for K in args.group:
-        rows.append((f"groups of {K}", *work.grouped(list(range(args.seeds)), K, args.repeat)))
-    for clock, i, r in (("wall", 0, rate), ("CPU", 1, rate_cpu)):
-        print(f"{clock} time ({'seeds per minute' if i == 0 else 'seeds per CPU minute'}; bound at "
-              f"{r / 1e9:.1f} GFLOP/s):")
-        print(f"  {'path':<16} {'train s/seed':>12} {'seeds/min':>10} {'x today':>8} {'of bound':>9}   "
-              f"{'train+unroll s/seed':>19} {'seeds/min':>10} {'x today':>8} {'of bound':>9}   "
-              f"{'forward s/seed':>14} {'x today':>8}")
-        base_t, base_u = rows[0][1][i], rows[0][1][i] + rows[0][2][i]
-        base_f = rows[0][3][i] if rows[0][3] else None
-        for name, tt, tu, tf in rows:
-            t, u = tt[i], tt[i] + tu[i]
-            fwd = f"{tf[i]:14.3f} {base_f / tf[i]:8.2f}" if tf else ""
-            print(f"  {name:<16} {t:12.3f} {60 / t:10.1f} {base_t / t:8.2f} {per_seed_train / t / r:9.0%}   "
-                  f"{u:19.3f} {60 / u:10.1f} {base_u / u:8.2f} {per_seed_unroll / u / r:9.0%}   {fwd}")
+        paths[f"groups of {K}"] = work.grouped(list(range(args.seeds)), K)
+    rounds = [{name: path.sample() for name, path in paths.items()} for _ in range(args.repeat)]
+    rates = [s["rate"][0] for r in rounds for s in r.values()]
+    print(f"torch.mm [{Q * B}, {work.width}] @ [{work.width}, {work.width}]: {_spread([r / 1e9 for r in rates], '.1f')} "
+          f"GFLOP/s wall over the samples -> bound {60 * statistics.median(rates) / per_seed_unroll:.0f} seeds/min "
+          "(train + unroll) at the median rate")
+    for clock, i in (("wall", 0), ("CPU", 1)):
+        print(f"{clock} time (medians over rounds [range]; of bound: at the mm rate sampled before each timing"
+              f"{', per CPU second' if i else ''}):")
+        print(f"  {'path':<16} {'train s/seed':>12} {'x one':>6} {'of bound':>9}   {'train+unroll s/seed':>19} "
+              f"{'seeds/min':>18} {'x one':>6} {'of bound':>15}   {'forward s/seed':>14} {'x one':>6}")
+        for name in paths:
+            rows = [r[name] for r in rounds]
+            ones = [r["one at a time"] for r in rounds]
+            train = [s["train"][i] for s in rows]
+            total = [s["train"][i] + s["reverse"][i] for s in rows]
+            x_train = [o["train"][i] / s["train"][i] for o, s in zip(ones, rows)]
+            x_total = [(o["train"][i] + o["reverse"][i]) / (s["train"][i] + s["reverse"][i]) for o, s in zip(ones, rows)]
+            bound_train = [per_seed_train / s["train"][i] / s["rate"][i] for s in rows]
+            bound_total = [per_seed_unroll / t / s["rate"][i] for t, s in zip(total, rows)]
+            fwd = ""
+            if rows[0]["forward"]:
+                f = [s["forward"][i] for s in rows]
+                fwd = (f"{statistics.median(f):14.3f} "
+                       f"{statistics.median(o['forward'][i] / x for o, x in zip(ones, f)):6.2f}")
+            print(f"  {name:<16} {statistics.median(train):12.3f} {statistics.median(x_train):6.2f} "
+                  f"{statistics.median(bound_train):9.0%}   {statistics.median(total):19.3f} "
+                  f"{_spread([60 / t for t in total], '.1f'):>18} {statistics.median(x_total):6.2f} "
+                  f"{_spread([100 * b for b in bound_total], '.0f'):>15}   {fwd}")
     if args.processes > 1:
         P, threads = args.processes, max(1, args.threads // args.processes)
-        torch.set_num_threads(threads)
-        one_thread, _ = mm_rate(Q * B, width, width, work.recipe.dtype)
-        print(f"load average {os.getloadavg()[0]:.2f}; {P} processes x {threads} thread(s), mm "
-              f"{one_thread / 1e9:.1f} GFLOP/s per process -> bound {60 * P * one_thread / per_seed_unroll:.0f} "
-              f"seeds/min (train + unroll)")
-        wall = processes(args.seeds, P, threads)
-        print(f"  {P} processes, groups of {args.seeds // P}: train + unroll {wall / args.seeds:.3f} s/seed, "
-              f"{60 * args.seeds / wall:.1f} seeds/min, {per_seed_unroll * args.seeds / wall / (P * one_thread):.0%} "
-              "of bound")
+        runs = processes(work, args.seeds, P, threads, args.repeat)
+        per_min = [60 * args.seeds / wall for wall, _ in runs]
+        of_bound = [100 * per_seed_unroll * args.seeds / wall / (P * rate) for wall, rate in runs]
+        print(f"{P} processes x {threads} thread(s), groups of {args.seeds // P}, {args.repeat} rounds: one-thread mm "
+              f"{_spread([r / 1e9 for _, r in runs], '.1f')} GFLOP/s; train + unroll "
+              f"{_spread([wall / args.seeds for wall, _ in runs], '.3f')} s/seed, {_spread(per_min, '.1f')} seeds/min, "
+              f"{_spread(of_bound, '.0f')} % of bound")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
