@@ -105,7 +105,7 @@ def forward(step: Step, data: Data, member: Member, measure, groups,
         sigma_state = {slot: {k: torch.zeros_like(v) for k, v in vals.items()} for slot, vals in rho_state.items()}
     zero = torch.zeros((), dtype=dtype)
     for start, stop in zip(replayer.marks[:-1], replayer.marks[1:]):
-        for t, (params, state) in enumerate(replayer.segment(start, stop), start):
+        for t, (params, state, _) in enumerate(replayer.segment(start, stop), start):
             params, state = unstack(params, position), unstack(state, position)
             idx = rec.batches[t]
             x, y, w = data.X[idx], data.y[idx], weights[idx]
@@ -157,7 +157,7 @@ def forward_group(recipe: Recipe, data: Data, slots: list[Member | None], measur
            for m in members]  # before the sweep: checks m
     rho, rho_state = _zero_tangents(*members[0].record.checkpoints[0], (G, len(members)))
     for start, stop in zip(replayer.marks[:-1], replayer.marks[1:]):
-        for t, (params, state) in enumerate(replayer.segment(start, stop), start):
+        for t, (params, state, _) in enumerate(replayer.segment(start, stop), start):
             idx = replayer.batch(t)
             x, y, w = data.X[idx], data.y[idx], replayer.weights[idx]
 

@@ -72,10 +72,11 @@ def _eager(step: Step, params: Params, state: State, x, y, w, t, lam, chunk_size
     return ({k: lp[k] + hu[k] for k in lp}, ls), lw
 
 
-def _mlp(steps: list[Step], params: Params, state: State, x, y, w, t, lam, chunk_size, nodes, scratch):
+def _mlp(steps: list[Step], params: Params, state: State, x, y, w, t, lam, chunk_size, nodes, scratch,
+         fb: chain.Pass | None = None):
     """The ``mlp`` route for K members at once (stacked states [K, ...], inputs [K, B, ...]; ``lam``
     and ``scratch``: one entry per member, adjoints [Q, ...]): one batched forward/backward pass
-    (:func:`dtda.train.chain.forward_backward`), then per member the optimiser's adjoint and the
+    (:func:`dtda.train.chain.forward_backward`; ``fb`` when the replay already took it), then per member the optimiser's adjoint and the
     hand-derived R-operator passes (:mod:`dtda.attribute.mlp`) back to back, so that a member's
     Q·|θ| adjoints are still in cache when its Hessian-vector products read them (a sweep over all
     K members' adjoints first would stream K·Q·|θ| through memory twice per step). Consumes
@@ -83,8 +84,9 @@ def _mlp(steps: list[Step], params: Params, state: State, x, y, w, t, lam, chunk
     in place into the θ-adjoint. Returns (the K new adjoints, scores [K, Q, B])."""
     recipe = steps[0].recipe
     lam_wd = chain.decay(recipe.optimizer)
-    gens = [torch.Generator().manual_seed(s.dropout_seed(t)) for s in steps] if steps[0].stochastic else None
-    fb = chain.forward_backward(nodes, params, x, y, w, recipe.loss_name, lam_wd, gens)
+    if fb is None:
+        gens = [torch.Generator().manual_seed(s.dropout_seed(t)) for s in steps] if steps[0].stochastic else None
+        fb = chain.forward_backward(nodes, params, x, y, w, recipe.loss_name, lam_wd, gens)
     lr, out, scores = steps[0].lr(t), [], []
     for k in range(len(steps)):
         # the member's states [*shape] broadcast against its adjoints [Q, *shape]
@@ -190,11 +192,13 @@ def reverse(recipe: Recipe, data: Data, slots: list[Member | None], measure, rou
     for start, stop in reversed(list(zip(replayer.marks[:-1], replayer.marks[1:]))):
         states = replayer.segment(start, stop)
         for t in range(stop - 1, start - 1, -1):
-            params, state = states[t - start]
+            params, state, fb = states[t - start]
             idx = replayer.batch(t)
             x, y, w = data.X[idx], data.y[idx], replayer.weights[idx]
-            if engine in (_mlp, _vmapped):
-                lam, lw = engine(steps, params, state, x, y, w, t, lam, chunk_size, static, scratch)
+            if engine is _mlp:
+                lam, lw = _mlp(steps, params, state, x, y, w, t, lam, chunk_size, static, scratch, fb)
+            elif engine is _vmapped:
+                lam, lw = _vmapped(steps, params, state, x, y, w, t, lam, chunk_size, static, scratch)
             else:
                 lws = []
                 for k in range(K):

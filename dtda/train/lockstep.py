@@ -106,9 +106,14 @@ class GroupStep:
         return chain.forward_backward(self.nodes, params, x, y, w, self.recipe.loss_name, self.decay,
                                       self.generators(t))
 
-    def __call__(self, params: Params, state: State, x: Tensor, y: Tensor, w: Tensor, t: int):
+    def advance(self, params: Params, state: State, x: Tensor, y: Tensor, w: Tensor, t: int):
+        """Φ_t and the pass it took: (params', state', the :class:`chain.Pass` at θ_t)."""
         fb = self.forward_backward(params, x, y, w, t)
         new_params, new_state = self.recipe.optimizer.update(params, state, fb.grads, self.lr(t), t)
+        return new_params, new_state, fb
+
+    def __call__(self, params: Params, state: State, x: Tensor, y: Tensor, w: Tensor, t: int):
+        new_params, new_state, fb = self.advance(params, state, x, y, w, t)
         return new_params, new_state, fb.losses
 
     def tangent(self, params: Params, state: State, x: Tensor, y: Tensor, w: Tensor, t: int, tangents: tuple):
@@ -312,21 +317,26 @@ class Replayer:
         """Every slot's batch indices at step t [K, B_t]."""
         return torch.stack([m.record.batches[t] for m in self.slots])
 
-    def segment(self, start: int, stop: int) -> list[tuple[Params, State]]:
-        """Stacked states s_start .. s_{stop−1} (``start`` a checkpoint step)."""
+    def segment(self, start: int, stop: int) -> list[tuple[Params, State, chain.Pass | None]]:
+        """Stacked states s_start .. s_{stop−1} (``start`` a checkpoint step), each with the
+        :class:`chain.Pass` at θ_t that replaying step t took (a :class:`GroupStep` replay, for
+        t < stop − 1), else None: the ``mlp`` route of reverse mode needs that pass again."""
         if self.group_step is None:
             per = [replay(step, self.data, m, start, stop, self.weights) for step, m in zip(self.steps, self.slots)]
-            return [(stack([p for p, _ in states]), stack([s for _, s in states])) for states in zip(*per)]
+            return [(stack([p for p, _ in states]), stack([s for _, s in states]), None) for states in zip(*per)]
         params = stack([m.record.checkpoints[start][0] for m in self.slots])
         state = stack([m.record.checkpoints[start][1] for m in self.slots])
         out = []
-        for t in range(start, stop):
-            out.append((params, state))
-            if t + 1 < stop:
-                idx = self.batch(t)
-                params, state, _ = self.group_step(params, state, self.data.X[idx], self.data.y[idx],
-                                                   self.weights[idx], t)
-        return out
+        for t in range(start, stop - 1):
+            idx = self.batch(t)
+            batch = self.data.X[idx], self.data.y[idx], self.weights[idx]
+            if isinstance(self.group_step, GroupStep):
+                new_params, new_state, fb = self.group_step.advance(params, state, *batch, t)
+            else:
+                (new_params, new_state, _), fb = self.group_step(params, state, *batch, t), None
+            out.append((params, state, fb))
+            params, state = new_params, new_state
+        return out + [(params, state, None)]
 
 
 def sweeps(members: Sequence[Member]) -> list[list[Member | None]]:

@@ -78,7 +78,8 @@ def test_group_reruns_and_replays_are_bit_identical():
     replayer = lockstep.Replayer(recipe, data, [None, first[1], None])
     states = replayer.segment(3, 6)  # s_3, s_4, s_5, from the checkpoint at 3
     idx = replayer.batch(5)
-    params, state, _ = replayer.group_step(*states[-1], data.X[idx], data.y[idx], torch.ones(idx.shape, dtype=X.dtype), 5)
+    params, state, _ = replayer.group_step(*states[-1][:2], data.X[idx], data.y[idx],
+                                           torch.ones(idx.shape, dtype=X.dtype), 5)
     stored_params, stored_state = first[1].record.checkpoints[6]
     assert all(torch.equal(params[k][1], stored_params[k]) for k in stored_params)
     assert all(torch.equal(state[slot][k][1], stored_state[slot][k]) for slot in stored_state for k in stored_state[slot])
@@ -87,6 +88,23 @@ def test_group_reruns_and_replays_are_bit_identical():
     together = unroll_group(recipe, (X, y), first, measure)
     m, d = unroll_member(recipe, (X, y), first[2], measure)
     assert torch.equal(m, together[2][0]) and torch.equal(d, together[2][1])
+
+
+def test_replayed_segment_keeps_the_pass_each_step_took():
+    """The passes a GroupStep replay keeps (reused by reverse mode's mlp route) are the pass a fresh
+    forward/backward at θ_t gives, bit for bit, dropout masks included; the last step has none."""
+    X, y = _data()
+    recipe = _recipe(OPTIMIZERS["momentum-decay"])
+    members = T.train_group(recipe, (X, y), SEEDS)
+    data = T.as_data((X, y), torch.float64)
+    replayer = lockstep.Replayer(recipe, data, members)
+    states = replayer.segment(3, 6)
+    assert [fb is None for _, _, fb in states] == [False, False, True]
+    for t, (params, _, kept) in enumerate(states[:-1], 3):
+        idx = replayer.batch(t)
+        fresh = replayer.group_step.forward_backward(params, data.X[idx], data.y[idx], replayer.weights[idx], t)
+        assert all(torch.equal(a, b) for a, b in zip(kept.inputs + kept.deltas, fresh.inputs + fresh.deltas))
+        assert all(torch.equal(kept.grads[k], fresh.grads[k]) for k in fresh.grads)
 
 
 def test_store_loads_whole_groups_and_recomputes_a_partial_one(tmp_path, monkeypatch):
