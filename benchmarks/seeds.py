@@ -24,12 +24,13 @@ the range over rounds for seeds per minute and the fraction of the bound.
 
 ``--processes P`` (P > 1) also times the demo's own layout: P worker processes of
 ``threads / P`` torch threads each, every worker training and reverse-unrolling its share of the
-``--seeds`` in groups of ``seeds / P``, started together after a warm-up, ``--repeat`` rounds with
-the one-thread mm rate sampled before each; seeds per minute from the wall time until the last
-worker is done (bound: P times the one-thread mm rate).
+``--seeds`` in groups of ``seeds / P`` (or of each size in ``--process-groups``, interleaved),
+started together after a warm-up, ``--repeat`` rounds with the one-thread mm rate sampled before
+each; seeds per minute from the wall time until the last worker is done (bound: P times the
+one-thread mm rate).
 
     python -m benchmarks.seeds [--threads 2] [--seeds 16] [--group 8 16] [--one 2] [--repeat 3]
-                               [--forward-groups 10] [--processes 2]
+                               [--forward-groups 10] [--processes 2] [--process-groups 2 4 8]
 """
 
 from __future__ import annotations
@@ -137,36 +138,42 @@ class Path:
         return out
 
 
-def _worker(seeds, threads, rounds, barrier, results):
+def _worker(seeds, threads, rounds, sizes, barrier, results):
     torch.set_num_threads(threads)
     work = Demo(0)
-    work.train_and_unroll(seeds)  # warm-up, as a worker's first group is in a run
+    for size in sizes:  # warm-up, as a worker's first group is in a run
+        work.train_and_unroll(seeds[:size])
     for _ in range(rounds):
-        barrier.wait()  # ready: the driver samples the mm rate while every worker waits
-        barrier.wait()  # go
-        work.train_and_unroll(seeds)
-        results.put(time.perf_counter())
+        for size in sizes:
+            barrier.wait()  # ready: the driver samples the mm rate while every worker waits
+            barrier.wait()  # go
+            for i in range(0, len(seeds), size):
+                work.train_and_unroll(seeds[i:i + size])
+            results.put(time.perf_counter())
 
 
-def processes(work: Demo, n_seeds: int, P: int, threads: int, rounds: int) -> list[tuple[float, float]]:
-    """Per round: (wall seconds for P worker processes of ``threads`` threads to train + unroll
-    ``n_seeds`` seeds, a group of n_seeds / P each, started together; the one-thread mm rate
-    sampled in this process just before, while the workers wait)."""
+def processes(work: Demo, n_seeds: int, P: int, threads: int, rounds: int,
+              sizes: list[int]) -> dict[int, list[tuple[float, float]]]:
+    """For each group size in ``sizes`` (interleaved within each round), per round: (wall seconds
+    for P worker processes of ``threads`` threads to train + unroll ``n_seeds`` seeds, n_seeds / P
+    each in groups of that size, started together; the one-thread mm rate sampled in this process
+    just before, while the workers wait)."""
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(P + 1), ctx.Queue()
     share = n_seeds // P
-    workers = [ctx.Process(target=_worker, args=(list(range(i * share, (i + 1) * share)), threads, rounds, barrier,
-                                                 results)) for i in range(P)]
+    workers = [ctx.Process(target=_worker, args=(list(range(i * share, (i + 1) * share)), threads, rounds, sizes,
+                                                 barrier, results)) for i in range(P)]
     for w in workers:
         w.start()
     torch.set_num_threads(1)
-    out = []
+    out: dict[int, list[tuple[float, float]]] = {size: [] for size in sizes}
     for _ in range(rounds):
-        barrier.wait()
-        rate, _ = mm_rate(work.Q * work.B, work.width, work.width, work.recipe.dtype)
-        barrier.wait()
-        t0 = time.perf_counter()
-        out.append((max(results.get() for _ in workers) - t0, rate))
+        for size in sizes:
+            barrier.wait()
+            rate, _ = mm_rate(work.Q * work.B, work.width, work.width, work.recipe.dtype)
+            barrier.wait()
+            t0 = time.perf_counter()
+            out[size].append((max(results.get() for _ in workers) - t0, rate))
     for w in workers:
         w.join()
     return out
@@ -187,6 +194,8 @@ def main() -> None:
     parser.add_argument("--forward-groups", type=int, default=10,
                         help="forward mode: removal groups of 10 examples (0: skip forward mode)")
     parser.add_argument("--processes", type=int, default=0, help="also time P worker processes (0: skip)")
+    parser.add_argument("--process-groups", type=int, nargs="*", default=[],
+                        help="group sizes within each worker's share (default: the share as one group)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work = Demo(args.forward_groups)
@@ -228,13 +237,14 @@ def main() -> None:
                   f"{_spread([100 * b for b in bound_total], '.0f'):>15}   {fwd}")
     if args.processes > 1:
         P, threads = args.processes, max(1, args.threads // args.processes)
-        runs = processes(work, args.seeds, P, threads, args.repeat)
-        per_min = [60 * args.seeds / wall for wall, _ in runs]
-        of_bound = [100 * per_seed_unroll * args.seeds / wall / (P * rate) for wall, rate in runs]
-        print(f"{P} processes x {threads} thread(s), groups of {args.seeds // P}, {args.repeat} rounds: one-thread mm "
-              f"{_spread([r / 1e9 for _, r in runs], '.1f')} GFLOP/s; train + unroll "
-              f"{_spread([wall / args.seeds for wall, _ in runs], '.3f')} s/seed, {_spread(per_min, '.1f')} seeds/min, "
-              f"{_spread(of_bound, '.0f')} % of bound")
+        sizes = args.process_groups or [args.seeds // P]
+        for size, runs in processes(work, args.seeds, P, threads, args.repeat, sizes).items():
+            per_min = [60 * args.seeds / wall for wall, _ in runs]
+            of_bound = [100 * per_seed_unroll * args.seeds / wall / (P * rate) for wall, rate in runs]
+            print(f"{P} processes x {threads} thread(s), {args.seeds // P} seeds each in groups of {size}, "
+                  f"{args.repeat} rounds: one-thread mm {_spread([r / 1e9 for _, r in runs], '.1f')} GFLOP/s; "
+                  f"train + unroll {_spread([wall / args.seeds for wall, _ in runs], '.3f')} s/seed, "
+                  f"{_spread(per_min, '.1f')} seeds/min, {_spread(of_bound, '.0f')} % of bound")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
