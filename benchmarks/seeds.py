@@ -209,7 +209,8 @@ def main() -> None:
         paths[f"groups of {K}"] = work.grouped(list(range(args.seeds)), K)
     rounds = [{name: path.sample() for name, path in paths.items()} for _ in range(args.repeat)]
     rates = [s["rate"][0] for r in rounds for s in r.values()]
-    print(f"torch.mm [{Q * B}, {work.width}] @ [{work.width}, {work.width}]: {_spread([r / 1e9 for r in rates], '.1f')} "
+    print(f"torch.mm [{Q * B}, {work.width}] @ [{work.width}, {work.width}]: "
+          f"{_spread([r / 1e9 for r in rates], '.1f')} "
           f"GFLOP/s wall over the samples -> bound {60 * statistics.median(rates) / per_seed_unroll:.0f} seeds/min "
           "(train + unroll) at the median rate")
     for clock, i in (("wall", 0), ("CPU", 1)):
@@ -223,7 +224,7 @@ def main() -> None:
             train = [s["train"][i] for s in rows]
             total = [s["train"][i] + s["reverse"][i] for s in rows]
             x_train = [o["train"][i] / s["train"][i] for o, s in zip(ones, rows)]
-            x_total = [(o["train"][i] + o["reverse"][i]) / (s["train"][i] + s["reverse"][i]) for o, s in zip(ones, rows)]
+            x_total = [(o["train"][i] + o["reverse"][i]) / t for o, t in zip(ones, total)]
             bound_train = [per_seed_train / s["train"][i] / s["rate"][i] for s in rows]
             bound_total = [per_seed_unroll / t / s["rate"][i] for t, s in zip(total, rows)]
             fwd = ""

@@ -76,10 +76,11 @@ def _mlp(steps: list[Step], params: Params, state: State, x, y, w, t, lam, chunk
          fb: chain.Pass | None = None):
     """The ``mlp`` route for K members at once (stacked states [K, ...], inputs [K, B, ...]; ``lam``
     and ``scratch``: one entry per member, adjoints [Q, ...]): one batched forward/backward pass
-    (:func:`dtda.train.chain.forward_backward`; ``fb`` when the replay already took it), then per member the optimiser's adjoint and the
-    hand-derived R-operator passes (:mod:`dtda.attribute.mlp`) back to back, so that a member's
-    Q·|θ| adjoints are still in cache when its Hessian-vector products read them (a sweep over all
-    K members' adjoints first would stream K·Q·|θ| through memory twice per step). Consumes
+    (:func:`dtda.train.chain.forward_backward`, or ``fb``, the pass the replay already took), then
+    per member the optimiser's adjoint and the hand-derived R-operator passes
+    (:mod:`dtda.attribute.mlp`) back to back, so that a member's Q·|θ| adjoints are still in cache
+    when its Hessian-vector products read them (a sweep over all K members' adjoints first would
+    stream K·Q·|θ| through memory twice per step). Consumes
     ``lam``: the optimiser's adjoint runs in place (in ``scratch[k]``) and H_t λ_d is accumulated
     in place into the θ-adjoint. Returns (the K new adjoints, scores [K, Q, B])."""
     recipe = steps[0].recipe

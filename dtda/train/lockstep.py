@@ -280,8 +280,8 @@ def default_group_size(n_params: int, n_seeds: int, workers: int = 1, memory: in
     """Seeds per group: as many as split ``n_seeds`` evenly over ``workers`` parallel workers, at most
     :data:`MAX_GROUP`, at most ``GROUP_PARAMS / n_params`` (larger models' steps are arithmetic, so
     grouping gains little), and such that K members' reverse sweep (≈ 64 parameter-sized float64
-    buffers each: Q adjoints, optimiser slots, a checkpoint segment) fits in 1/4 of ``memory``
-    (bytes; default: this machine's physical memory)."""
+    buffers each: Q adjoints, optimiser slots, a checkpoint segment with its gradients) fits in 1/4
+    of ``memory`` (bytes; default: this machine's physical memory)."""
     if memory is None:
         memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     by_memory = memory // 4 // (64 * 8 * max(n_params, 1))

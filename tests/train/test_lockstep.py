@@ -82,7 +82,8 @@ def test_group_reruns_and_replays_are_bit_identical():
                                            torch.ones(idx.shape, dtype=X.dtype), 5)
     stored_params, stored_state = first[1].record.checkpoints[6]
     assert all(torch.equal(params[k][1], stored_params[k]) for k in stored_params)
-    assert all(torch.equal(state[slot][k][1], stored_state[slot][k]) for slot in stored_state for k in stored_state[slot])
+    assert all(torch.equal(state[slot][k][1], stored_state[slot][k])
+               for slot in stored_state for k in stored_state[slot])
     # one member's own unroll equals its group's sweep exactly
     measure = M.loss(X[:2], y[:2])
     together = unroll_group(recipe, (X, y), first, measure)
