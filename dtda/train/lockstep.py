@@ -173,6 +173,11 @@ class VmapGroupStep:
         new_params, new_state = self.recipe.optimizer.update(params, state, grads, self.lr(t), t)
         return new_params, new_state, losses
 
+    def advance(self, params: Params, state: State, x: Tensor, y: Tensor, w: Tensor, t: int):
+        """As :meth:`GroupStep.advance`; there is no hand-written pass to keep, so it is None."""
+        new_params, new_state, _ = self(params, state, x, y, w, t)
+        return new_params, new_state, None
+
     def tangent(self, params: Params, state: State, x: Tensor, y: Tensor, w: Tensor, t: int, tangents: tuple):
         """As :meth:`GroupStep.tangent`, as vmap over the members of the one-member step's ``jvp``
         (the other order, jvp of the vmapped gradient, gives a wrong tangent for LayerNorm's
@@ -319,8 +324,8 @@ class Replayer:
 
     def segment(self, start: int, stop: int) -> list[tuple[Params, State, chain.Pass | None]]:
         """Stacked states s_start .. s_{stop−1} (``start`` a checkpoint step), each with the
-        :class:`chain.Pass` at θ_t that replaying step t took (a :class:`GroupStep` replay, for
-        t < stop − 1), else None: the ``mlp`` route of reverse mode needs that pass again."""
+        :class:`chain.Pass` at θ_t that replaying step t took (``advance`` of a :class:`GroupStep`,
+        for t < stop − 1), else None: the ``mlp`` route of reverse mode needs that pass again."""
         if self.group_step is None:
             per = [replay(step, self.data, m, start, stop, self.weights) for step, m in zip(self.steps, self.slots)]
             return [(stack([p for p, _ in states]), stack([s for _, s in states]), None) for states in zip(*per)]
@@ -329,11 +334,8 @@ class Replayer:
         out = []
         for t in range(start, stop - 1):
             idx = self.batch(t)
-            batch = self.data.X[idx], self.data.y[idx], self.weights[idx]
-            if isinstance(self.group_step, GroupStep):
-                new_params, new_state, fb = self.group_step.advance(params, state, *batch, t)
-            else:
-                (new_params, new_state, _), fb = self.group_step(params, state, *batch, t), None
+            new_params, new_state, fb = self.group_step.advance(params, state, self.data.X[idx], self.data.y[idx],
+                                                                self.weights[idx], t)
             out.append((params, state, fb))
             params, state = new_params, new_state
         return out + [(params, state, None)]
