@@ -28,8 +28,10 @@ skips them rather than failing again.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -386,13 +388,19 @@ class Run:
         samples = read_samples(self.dir.samples_path)
         if compare:
             self._agreement(samples, compare)
-        s = self.config["statistics"]
-        parts = []
-        for q in tqdm(range(samples.Q), desc="statistics", unit="measurement", disable=self.quiet, file=sys.stderr):
+        s, threads = self.config["statistics"], self.config["train"]["threads"]
+
+        def measurement(q: int):
             one = SeedSamples(samples.m[:, q:q + 1], samples.delta[:, :, q:q + 1], samples.seeds,
                               samples.names[q:q + 1], samples.method)
-            with torch_threads(self.config["train"]["threads"]):  # the same bits on every machine
-                parts.append(distributional(one, bootstrap=s["bootstrap"], seed=s["seed"], ci=s["ci"]))
+            return distributional(one, bootstrap=s["bootstrap"], seed=s["seed"], ci=s["ci"])
+
+        # Each measurement runs at ``threads`` torch threads, so its bits are the same on every
+        # machine; the measurements run side by side, one per free core (the kernels release the GIL).
+        concurrent = max(1, min(samples.Q, (os.cpu_count() or 1) // threads))
+        with torch_threads(threads), ThreadPoolExecutor(concurrent) as pool:
+            parts = list(tqdm(pool.map(measurement, range(samples.Q)), total=samples.Q, desc="statistics",
+                              unit="measurement", disable=self.quiet, file=sys.stderr))
         stats = {name: torch.cat([p.get(name) for p in parts], 1) for name in parts[0].statistics()}
         for name in parts[0].ci:
             stats[f"ci.{name}"] = torch.cat([p.ci[name] for p in parts], 2)

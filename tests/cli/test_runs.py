@@ -42,6 +42,18 @@ def test_run_then_stages_and_report_sections(tiny, tmp_path):
     assert top["ci"][0] <= top["ci"][1]
 
 
+def test_statistics_are_the_same_bits_with_measurements_side_by_side(tiny, tmp_path, monkeypatch):
+    """The statistics stage runs the measurements concurrently, one per free core: a machine with
+    one core (one at a time) and one with eight (both of the tiny run's side by side) agree."""
+    runs = {}
+    for cores in (1, 8):
+        monkeypatch.setattr("dtda.pipeline.os.cpu_count", lambda cores=cores: cores)
+        runs[cores] = tmp_path / f"cores{cores}"
+        assert cli.main(["run", str(tiny), "--out", str(runs[cores]), "--quiet"]) == 0
+    for name in ("statistics.safetensors", "summary.json"):
+        assert (runs[1] / name).read_bytes() == (runs[8] / name).read_bytes(), name
+
+
 def test_resume_after_kill_9_is_bit_identical(tmp_path):
     """Killed while a group of seeds is in flight, the rerun recomputes only unfinished groups."""
     config = write_tiny(tmp_path / "c.toml", seeds=4, extra="[execution]\nseeds_per_group = 2\n")
