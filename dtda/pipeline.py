@@ -396,8 +396,10 @@ class Run:
             return distributional(one, bootstrap=s["bootstrap"], seed=s["seed"], ci=s["ci"])
 
         # Each measurement runs at ``threads`` torch threads, so its bits are the same on every
-        # machine; the measurements run side by side, one per free core (the kernels release the GIL).
-        concurrent = max(1, min(samples.Q, (os.cpu_count() or 1) // threads))
+        # machine; the measurements run side by side, one per free core this process may use (the
+        # kernels release the GIL), each with the bootstrap's own memory budget.
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        concurrent = max(1, min(samples.Q, cores // threads))
         with torch_threads(threads), ThreadPoolExecutor(concurrent) as pool:
             parts = list(tqdm(pool.map(measurement, range(samples.Q)), total=samples.Q, desc="statistics",
                               unit="measurement", disable=self.quiet, file=sys.stderr))

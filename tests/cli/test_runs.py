@@ -47,7 +47,7 @@ def test_statistics_are_the_same_bits_with_measurements_side_by_side(tiny, tmp_p
     one core (one at a time) and one with eight (both of the tiny run's side by side) agree."""
     runs = {}
     for cores in (1, 8):
-        monkeypatch.setattr("dtda.pipeline.os.cpu_count", lambda cores=cores: cores)
+        monkeypatch.setattr("dtda.pipeline.os.sched_getaffinity", lambda pid, cores=cores: set(range(cores)))
         runs[cores] = tmp_path / f"cores{cores}"
         assert cli.main(["run", str(tiny), "--out", str(runs[cores]), "--quiet"]) == 0
     for name in ("statistics.safetensors", "summary.json"):
