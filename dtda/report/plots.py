@@ -68,17 +68,28 @@ def scatter(path: Path, names: list[str], stats: dict[str, Tensor], queries: lis
 
 
 def images(path: Path, pictures: Tensor, labels: list, rows: dict[str, list[int]]) -> None:
-    """A grid of training images: one row per criterion (``rows``: title → example indices)."""
+    """A grid of training images (``pictures`` [N, h, w]): one row per criterion (``rows``: title →
+    example indices), each image scaled to its own range as ``imshow`` alone would.
+
+    One mosaic in one axes, with the captions as text: a separate axes per image made this plot
+    cost ≈ 1.7 s (axes creation, title placement and layout grow with the number of axes)."""
     width = max(len(v) for v in rows.values())
-    fig, axes = plt.subplots(len(rows), width, figsize=(1.1 * width, 1.35 * len(rows)), squeeze=False)
+    h, w = pictures.shape[1:]
+    pad = max(1, round(0.15 * w))
+    cell_h, cell_w = h + 3 * pad, w + pad  # room above each image for its caption
+    mosaic = torch.full((len(rows) * cell_h, width * cell_w), float("nan"))
+    fig = plt.figure(figsize=(1.1 * width, 1.35 * len(rows)))
+    ax = fig.add_axes((0.14, 0.0, 0.86, 1.0))
+    ax.axis("off")
     for r, (title, idx) in enumerate(rows.items()):
-        for c in range(width):
-            ax = axes[r, c]
-            ax.axis("off")
-            if c < len(idx):
-                ax.imshow(pictures[idx[c]].numpy(), cmap="gray_r")
-                ax.set_title(f"#{idx[c]} ({labels[idx[c]]})", fontsize=7)
-        axes[r, 0].text(-0.3, 0.5, title, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=8)
-    fig.tight_layout()
-    fig.subplots_adjust(left=0.14)
+        top = r * cell_h + 3 * pad
+        for c, i in enumerate(idx):
+            picture = pictures[i].double()
+            span = (picture.max() - picture.min()).clamp_min(torch.finfo(torch.float64).tiny)
+            mosaic[top:top + h, c * cell_w:c * cell_w + w] = (picture - picture.min()) / span
+            ax.text(c * cell_w + (w - 1) / 2, top - pad, f"#{i} ({labels[i]})", ha="center", va="bottom",
+                    fontsize=7)
+        ax.text(-pad, top + (h - 1) / 2, title, ha="right", va="center", fontsize=8)
+    cmap = matplotlib.colormaps["gray_r"].with_extremes(bad="white")
+    ax.imshow(mosaic.numpy(), cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest", aspect="equal")
     _save(fig, path)
