@@ -1,7 +1,7 @@
 """The built-in demo: an MLP on scikit-learn's digits, its seed ensemble, reverse-mode unrolled
 differentiation for the margins of test digits, and the distributional report (PAPER §9
 ``digits-mlp``: 64-128-128-10, SGD with momentum; 10 epochs instead of 20 so that 16 seeds run in
-about 45 s on 2 cores (measured); ``quick`` in a few seconds).
+about 30 s on 2 cores (25.8 s measured by `dtda demo` after a fresh install); ``quick`` in a few seconds).
 """
 
 from __future__ import annotations
