@@ -46,6 +46,7 @@ import torch
 from dtda import demo
 from dtda.config import validate
 from dtda.pipeline import Plan
+from dtda.train.workers import keep_freed_memory
 
 
 def mm_rate(m: int, k: int, n: int, dtype: torch.dtype, seconds: float = 0.5) -> tuple[float, float]:
@@ -139,6 +140,7 @@ class Path:
 
 
 def _worker(seeds, threads, rounds, sizes, barrier, results):
+    keep_freed_memory()  # as the executors' worker processes
     torch.set_num_threads(threads)
     work = Demo(0)
     for size in sizes:  # warm-up, as a worker's first group is in a run
@@ -197,6 +199,7 @@ def main() -> None:
     parser.add_argument("--process-groups", type=int, nargs="*", default=[],
                         help="group sizes within each worker's share (default: the share as one group)")
     args = parser.parse_args()
+    keep_freed_memory()  # the paths in this process run as in the executors' workers
     torch.set_num_threads(args.threads)
     work = Demo(args.forward_groups)
     B, W, Q, T = work.B, work.W, work.Q, work.T

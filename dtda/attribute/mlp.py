@@ -61,10 +61,10 @@ def member_pass(fb: Pass, k: int) -> Pass:
 
 
 def hvp_and_scores(nodes: list[Node], loss_name: str, lam: float, params: Params, fb: Pass, c: Params,
-                   out: Params) -> Tensor:
+                   out: Params, scale: float = 1.0) -> Tensor:
     """For one member (params name -> [*shape], ``fb`` its :func:`member_pass`) and Q directions c
-    (name -> [Q, *shape]) adds H_t c_q to ``out`` (name -> [Q, *shape], updated in place) and
-    returns the scores S [Q, B], S[q, n] = c_qᵀ∇ℓ_n; λ = ``lam`` is SGD's weight decay.
+    (name -> [Q, *shape]) adds ``scale``·H_t c_q to ``out`` (name -> [Q, *shape], updated in place)
+    and returns the scores S [Q, B], S[q, n] = c_qᵀ∇ℓ_n; λ = ``lam`` is SGD's weight decay.
 
     R-tensors are [Q, B, width]; every product with a weight is one matmul over all Q·B rows or
     one batched matmul over q, and (H c)_W is accumulated into ``out`` by batched matmuls."""
@@ -100,15 +100,15 @@ def hvp_and_scores(nodes: list[Node], loss_name: str, lam: float, params: Params
         node = nodes[i]
         if isinstance(node, Dense):
             h, v, weight, delta = fb.inputs[i], c[node.weight], params[node.weight], fb.deltas[i]
-            out[node.weight].baddbmm_(rd.transpose(1, 2), h.expand(q, *h.shape))  # R(δ)ᵀ h
+            out[node.weight].baddbmm_(rd.transpose(1, 2), h.expand(q, *h.shape), alpha=scale)  # R(δ)ᵀ h
             if r_in[i] is not None:
-                out[node.weight].baddbmm_(delta.T.expand(q, *delta.T.shape), r_in[i])  # δᵀ R(h)
+                out[node.weight].baddbmm_(delta.T.expand(q, *delta.T.shape), r_in[i], alpha=scale)  # δᵀ R(h)
             if lam:
-                out[node.weight].add_(v, alpha=lam)
+                out[node.weight].add_(v, alpha=lam * scale)
             if node.bias:
-                out[node.bias].add_(rd.sum(1))
+                out[node.bias].add_(rd.sum(1), alpha=scale)
                 if lam:
-                    out[node.bias].add_(c[node.bias], alpha=lam)
+                    out[node.bias].add_(c[node.bias], alpha=lam * scale)
             if i > first:  # R(δ_h) = R(δ) W + δ V
                 rd = torch.mm(rd.view(-1, rd.shape[-1]), weight).view(q, -1, weight.shape[1])
                 rd.baddbmm_(delta.expand(q, *delta.shape), v)

@@ -89,17 +89,19 @@ def _mlp(steps: list[Step], params: Params, state: State, x, y, w, t, lam, chunk
         gens = [torch.Generator().manual_seed(s.dropout_seed(t)) for s in steps] if steps[0].stochastic else None
         fb = chain.forward_backward(nodes, params, x, y, w, recipe.loss_name, lam_wd, gens)
     lr, out, scores = steps[0].lr(t), [], []
+    lr_next = steps[0].lr(t + 1) if t + 1 < steps[0].T else None
     for k in range(len(steps)):
-        # the member's states [*shape] broadcast against its adjoints [Q, *shape]
-        lp, ls, ld = recipe.optimizer.adjoint(unstack(params, k), unstack(state, k), unstack(fb.grads, k), lr, t,
-                                              *lam[k], scratch[k])
-        q = next(iter(ld.values())).shape[0]
+        # the member's states [*shape] broadcast against its adjoints [Q, *shape]; the gradient
+        # cotangent is scale·u (one pass over the adjoints instead of two for heavy ball)
+        lp, ls, u, scale = recipe.optimizer.sweep_adjoint(unstack(params, k), unstack(state, k), unstack(fb.grads, k),
+                                                          lr, lr_next, t, *lam[k], scratch[k])
+        q = next(iter(u.values())).shape[0]
         chunk = chunk_size or q
         member = unstack(params, k), mlp.member_pass(fb, k)
         scores.append(torch.cat([mlp.hvp_and_scores(nodes, recipe.loss_name, lam_wd, *member,
-                                                    {n: v[lo:lo + chunk] for n, v in ld.items()},
-                                                    {n: v[lo:lo + chunk] for n, v in lp.items()})
-                                 for lo in range(0, q, chunk)]))
+                                                    {n: v[lo:lo + chunk] for n, v in u.items()},
+                                                    {n: v[lo:lo + chunk] for n, v in lp.items()}, scale)
+                                 for lo in range(0, q, chunk)]).mul_(scale))
         out.append((lp, ls))
     return out, torch.stack(scores) / x.shape[1]
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from dtda.train.workers import exit_with_parent
+from dtda.train.workers import exit_with_parent, keep_freed_memory
 
 OnResult = Callable[[int, Any], None]
 
@@ -66,6 +66,7 @@ _WORKER_JOB: Callable[[int], Any] | None = None
 def _init_worker(job: Callable[[int], Any], threads: int, driver_pid: int) -> None:
     global _WORKER_JOB
     exit_with_parent(driver_pid)  # no worker outlives the driver, even one killed with -9
+    keep_freed_memory()
     _WORKER_JOB = job
     torch.set_num_threads(threads)
 
@@ -171,6 +172,7 @@ class RayExecutor:
 
 
 def _ray_task(job: Callable[[int], Any], seed: int, threads: int) -> Any:
+    keep_freed_memory()  # Ray reuses its worker processes: setting it again costs nothing
     torch.set_num_threads(threads)
     return job(seed)
 

@@ -110,6 +110,29 @@ class SGD:
                 scratch[k] = cv
         return cot_params, {"v": new_v}, cot_grads
 
+    def sweep_adjoint(self, params: Params, state: State, grads: Params, lr: float, lr_next: float | None,
+                      t: int, cot_params: Params, cot_state: State, scratch: dict):
+        """:meth:`adjoint` in the form a reverse sweep consumes, in place: (cot_params, cot_state,
+        u, γ) with the gradient cotangent γ·u. ``lr_next``: the learning rate of step t + 1 (None
+        when t is the last step, where the state cotangent is 0).
+
+        Heavy ball (momentum, no Nesterov) keeps u in the state slot instead of the state
+        cotangent s = μ·γ'·u' (primes: step t + 1): the gradient cotangent is s − ηc, so with
+        γ = −η, u = c + (μγ'/(−η))·u' is one pass over each tensor, where :meth:`adjoint` takes
+        two and a second buffer (γ = 1, u = μγ'·u' where η = 0). Other settings: :meth:`adjoint`
+        with γ = 1. ``cot_state`` is then only valid as the next call's argument."""
+        if self.momentum == 0.0 or self.nesterov:
+            return (*self.adjoint(params, state, grads, lr, t, cot_params, cot_state, scratch), 1.0)
+        scale = _direction_scale(lr)
+        carry = 0.0 if lr_next is None else self.momentum * _direction_scale(lr_next) / scale
+        u = cot_state["v"]
+        for k, c in cot_params.items():
+            if lr:
+                torch.add(c, u[k], alpha=carry, out=u[k])
+            else:
+                u[k].mul_(carry)
+        return cot_params, cot_state, u, scale
+
 
 @dataclass(frozen=True)
 class AdamW:
@@ -188,6 +211,16 @@ class AdamW:
             cot_m[k] = cm.mul_(b1)
             cot_v[k] = cv.mul_(b2)
         return cot_params, {"m": cot_m, "v": cot_v}, cot_d
+
+    def sweep_adjoint(self, params: Params, state: State, grads: Params, lr: float, lr_next: float | None,
+                      t: int, cot_params: Params, cot_state: State, scratch: dict):
+        """:meth:`adjoint` with γ = 1 (see :meth:`SGD.sweep_adjoint`)."""
+        return (*self.adjoint(params, state, grads, lr, t, cot_params, cot_state, scratch), 1.0)
+
+
+def _direction_scale(lr: float) -> float:
+    """γ of :meth:`SGD.sweep_adjoint` at learning rate ``lr``."""
+    return -lr if lr else 1.0
 
 
 def adjoint_buffers(cot_params: Params, cot_state: State, scratch: dict | None):

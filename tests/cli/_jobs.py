@@ -33,3 +33,15 @@ class KillOnce:
             open(marker, "w").close()
             os._exit(3)
         return self.inner(seed)
+
+
+def refault_pages(_seed=None) -> int:
+    """Page faults of allocating and filling 16 MB again after freeing the same size."""
+    import resource
+
+    import torch
+
+    torch.empty(4 << 20).fill_(1.0)  # freed at once
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.empty(4 << 20).fill_(1.0)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before

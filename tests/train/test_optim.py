@@ -132,3 +132,32 @@ def test_adjoint_in_scratch_buffers_equals_functional_adjoint(ours):
         functional, inplace = (fp, fs), (ip, is_)
         fp["w"].add_(fd["w"])  # the caller accumulates into the θ-cotangent, as the routes do
         ip["w"].add_(id_["w"])
+
+
+@pytest.mark.parametrize("ours", [SGD(0.1), SGD(0.1, momentum=0.9, weight_decay=0.1),
+                                  SGD(0.1, momentum=0.8, nesterov=True), AdamW(0.01, weight_decay=0.1)],
+                         ids=["sgd", "momentum", "nesterov", "adamw"])
+def test_sweep_adjoint_gives_the_adjoints_gradient_cotangents(ours):
+    """A reverse sweep from the last step (state cotangent 0) over learning rates with a 0 among
+    them: the sweep form's γ·u equals the plain adjoint's gradient cotangent at every step, and
+    so do the θ-cotangents when the caller adds the same term (standing in for H·d) to both."""
+    gen = torch.Generator().manual_seed(4)
+    params = {"w": torch.randn(3, 4, generator=gen, dtype=torch.float64)}
+    state = ours.init(params)
+    grads = {"w": torch.randn(3, 4, generator=gen, dtype=torch.float64)}
+    params, state = ours.update(params, state, grads, 0.1, 0)
+    rates = [0.07, 0.0, 0.05, 0.03, 0.02]  # steps 1..5; step 5 is the last
+    cot_p = {"w": torch.randn(5, 3, 4, generator=gen, dtype=torch.float64)}
+    plain = (cot_p, {slot: {"w": torch.zeros(5, 3, 4, dtype=torch.float64)} for slot in state})
+    sweep = torch.utils._pytree.tree_map(torch.clone, plain)
+    plain_scratch: dict = {}
+    sweep_scratch: dict = {}
+    for t in range(5, 0, -1):
+        lr, lr_next = rates[t - 1], rates[t] if t < 5 else None
+        pp, ps, pd = ours.adjoint(params, state, grads, lr, t, *plain, plain_scratch)
+        sp, ss, u, scale = ours.sweep_adjoint(params, state, grads, lr, lr_next, t, *sweep, sweep_scratch)
+        torch.testing.assert_close(scale * u["w"], pd["w"], rtol=1e-13, atol=1e-15)
+        pp["w"].add_(pd["w"].sin())
+        sp["w"].add_((scale * u["w"]).sin())
+        torch.testing.assert_close(sp["w"], pp["w"], rtol=1e-13, atol=1e-15)
+        plain, sweep = (pp, ps), (sp, ss)
