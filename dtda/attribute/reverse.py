@@ -6,7 +6,8 @@ starts at λ_T = (∇m(θ_T), 0) and obeys λ_t = (∂Φ_t/∂s_t)ᵀλ_{t+1}; t
 carry Q adjoints, vmapped. States are recomputed from checkpoints one segment at a time, so
 memory is O((T/C + C)·|s|·Q). K members (seeds) are swept together: their states are replayed
 as they were trained (in lockstep for a training group, :mod:`dtda.train.lockstep`) and their
-K × Q adjoints advance step by step in the same sweep.
+K × Q adjoints advance in the same sweep (step by step; on the ``mlp`` route member by member
+through each checkpoint segment).
 
 Four routes give the same numbers (to rounding):
 
@@ -21,8 +22,9 @@ Four routes give the same numbers (to rounding):
   ∇_wσ (PAPER §3.4 "batch scores"); any model.
 - ``mlp``: as ``ghost``, but H_t λ_d and the scores come from hand-derived batched R-operator
   passes (:mod:`dtda.attribute.mlp`); needs a chain of Linear layers, elementwise activations
-  and Dropout with the cross-entropy or mse loss. The forward/backward pass and the optimiser's
-  adjoint run for the K members at once.
+  and Dropout with the cross-entropy or mse loss. The forward/backward pass runs for the K
+  members at once; the optimiser's adjoint (in the form of ``sweep_adjoint``: one pass over the
+  adjoints for heavy ball) and the R-passes per member.
 - ``auto``: ``mlp`` where it applies, else ``ghost`` when every parameter is in an
   ``nn.Linear``, else ``double-backward``.
 
@@ -72,43 +74,38 @@ def _eager(step: Step, params: Params, state: State, x, y, w, t, lam, chunk_size
     return ({k: lp[k] + hu[k] for k in lp}, ls), lw
 
 
-def _mlp(steps: list[Step], params: Params, state: State, x, y, w, t, lam, chunk_size, nodes, scratch,
-         fb: chain.Pass | None = None):
-    """The ``mlp`` route for K members at once (stacked states [K, ...], inputs [K, B, ...]; ``lam``
-    and ``scratch``: one entry per member, adjoints [Q, ...]): one batched forward/backward pass
-    (:func:`dtda.train.chain.forward_backward`, or ``fb``, the pass the replay already took), then
-    per member the optimiser's adjoint and the hand-derived R-operator passes
-    (:mod:`dtda.attribute.mlp`) back to back, so that a member's Q·|θ| adjoints are still in cache
-    when its Hessian-vector products read them (a sweep over all K members' adjoints first would
-    stream K·Q·|θ| through memory twice per step). Consumes
-    ``lam``: the optimiser's adjoint runs in place (in ``scratch[k]``) and H_t λ_d is accumulated
-    in place into the θ-adjoint. Returns (the K new adjoints, scores [K, Q, B])."""
+def _mlp_pass(steps: list[Step], params: Params, x, y, w, t, nodes) -> chain.Pass:
+    """Step t's forward/backward pass for the K members of the ``mlp`` route at once (stacked
+    parameters [K, ...], inputs [K, B, ...]), where the replay did not take it."""
     recipe = steps[0].recipe
-    lam_wd = chain.decay(recipe.optimizer)
-    if fb is None:
-        gens = [torch.Generator().manual_seed(s.dropout_seed(t)) for s in steps] if steps[0].stochastic else None
-        fb = chain.forward_backward(nodes, params, x, y, w, recipe.loss_name, lam_wd, gens)
-    lr, out, scores = steps[0].lr(t), [], []
-    lr_next = steps[0].lr(t + 1) if t + 1 < steps[0].T else None
-    for k in range(len(steps)):
-        # the member's states [*shape] broadcast against its adjoints [Q, *shape]; the gradient
-        # cotangent is scale·u (one pass over the adjoints instead of two for heavy ball)
-        lp, ls, u, scale = recipe.optimizer.sweep_adjoint(unstack(params, k), unstack(state, k), unstack(fb.grads, k),
-                                                          lr, lr_next, t, *lam[k], scratch[k])
-        q = next(iter(u.values())).shape[0]
-        chunk = chunk_size or q
-        member = unstack(params, k), mlp.member_pass(fb, k)
-        scores.append(torch.cat([mlp.hvp_and_scores(nodes, recipe.loss_name, lam_wd, *member,
-                                                    {n: v[lo:lo + chunk] for n, v in u.items()},
-                                                    {n: v[lo:lo + chunk] for n, v in lp.items()}, scale)
-                                 for lo in range(0, q, chunk)]).mul_(scale))
-        out.append((lp, ls))
-    return out, torch.stack(scores) / x.shape[1]
+    gens = [torch.Generator().manual_seed(s.dropout_seed(t)) for s in steps] if steps[0].stochastic else None
+    return chain.forward_backward(nodes, params, x, y, w, recipe.loss_name, chain.decay(recipe.optimizer), gens)
+
+
+def _mlp(step: Step, params: Params, state: State, fb: chain.Pass, t: int, lam, chunk_size, nodes, scratch):
+    """The ``mlp`` route for one member (its states name -> [*shape], ``fb`` its
+    :func:`dtda.attribute.mlp.member_pass`; ``lam``: its adjoints [Q, ...]): the optimiser's
+    adjoint, then the hand-derived R-operator passes (:mod:`dtda.attribute.mlp`) on the gradient
+    cotangent, back to back so that the Q·|θ| adjoints are still in cache. Consumes ``lam``: the
+    optimiser's adjoint runs in place (in ``scratch``) and H_t λ_d is accumulated in place into
+    the θ-adjoint. Returns (the new adjoint, scores [Q, B] before division by the batch size)."""
+    recipe = step.recipe
+    lr_next = step.lr(t + 1) if t + 1 < step.T else None
+    # the gradient cotangent is scale·u (one pass over the adjoints instead of two for heavy ball)
+    lp, ls, u, scale = recipe.optimizer.sweep_adjoint(params, state, fb.grads, step.lr(t), lr_next, t, *lam, scratch)
+    q = next(iter(u.values())).shape[0]
+    chunk = chunk_size or q
+    scores = torch.cat([mlp.hvp_and_scores(nodes, recipe.loss_name, chain.decay(recipe.optimizer), params, fb,
+                                           {n: v[lo:lo + chunk] for n, v in u.items()},
+                                           {n: v[lo:lo + chunk] for n, v in lp.items()}, scale)
+                        for lo in range(0, q, chunk)])
+    return (lp, ls), scores.mul_(scale)
 
 
 def _vmapped(steps: list[Step], params: Params, state: State, x, y, w, t, lam, chunk_size, group, scratch):
     """The ``double-backward`` route for the K members of a group trained by ``vmap``
-    (:class:`dtda.train.lockstep.VmapGroupStep` ``group``; arguments as :func:`_mlp`'s): one
+    (:class:`dtda.train.lockstep.VmapGroupStep` ``group``; stacked states [K, ...], inputs
+    [K, B, ...], ``lam`` and ``scratch`` one entry per member with adjoints [Q, ...]): one
     eager vmapped forward of the K members' objectives with θ [K, ...] and w_B [K, B] as leaves,
     d = ∇_θ Σ_k L_t,k (member k's gradient in slot k: the members do not interact), the
     optimiser's adjoint per member, then one batched double backward of σ_q = Σ_k λ_{d,k,q}ᵀd_k
@@ -130,6 +127,31 @@ def _vmapped(steps: list[Step], params: Params, state: State, x, y, w, t, lam, c
         for n, h in hu.items():
             lp[n].add_(h[:, k])
     return out, lw.transpose(0, 1)
+
+
+def _mlp_segment(steps: list[Step], replayer: Replayer, data: Data, states, start: int, stop: int, lam,
+                 chunk_size, nodes, scratch, delta: Tensor) -> None:
+    """Steps stop − 1 down to ``start`` of the ``mlp`` route: the passes the replay did not take
+    for all K members at once, then member by member through the segment, so that a member's
+    adjoints (2·Q·|θ|) stay in cache from one step to the next rather than K members' cycling
+    through memory every step (two concurrent one-thread workers, groups of 8: 1.02 and 1.04 times
+    as fast as step by step, docs/unrolling.md). Updates ``lam`` and ``delta`` [K, N, Q] in place;
+    each member's numbers are bit for bit those of a step-by-step sweep (the members do not
+    interact, and δ of a member sums its steps in the same order)."""
+    passes = []
+    for t in range(start, stop):
+        params, state, fb = states[t - start]
+        if fb is None:
+            idx = replayer.batch(t)
+            fb = _mlp_pass(steps, params, data.X[idx], data.y[idx], replayer.weights[idx], t, nodes)
+        passes.append(fb)
+    for k in range(len(steps)):
+        for t in range(stop - 1, start - 1, -1):
+            params, state, _ = states[t - start]
+            lam[k], scores = _mlp(steps[k], unstack(params, k), unstack(state, k),
+                                  mlp.member_pass(passes[t - start], k), t, lam[k], chunk_size, nodes, scratch[k])
+            idx = replayer.batch(t)[k]
+            delta[k].index_add_(0, idx, scores.T / idx.shape[0], alpha=-1.0)
 
 
 def choose_route(route: str, step: Step, params: Params, input_dim: int = 2):
@@ -174,7 +196,8 @@ def reverse(recipe: Recipe, data: Data, slots: list[Member | None], measure, rou
     ``slots``: what :class:`dtda.train.lockstep.Replayer` takes (members trained alone, or one
     training group in slot order with None for absent members, whose rows are then filler). The
     states are replayed as they were trained; the adjoints of all K members advance together,
-    in one batched pass per step on the ``mlp`` route and member by member on the others.
+    step by step, except on the ``mlp`` route, which takes each step's forward/backward pass for
+    all K members at once and then sweeps member by member through each checkpoint segment.
     """
     replayer = Replayer(recipe, data, slots)
     members = replayer.slots
@@ -194,13 +217,14 @@ def reverse(recipe: Recipe, data: Data, slots: list[Member | None], measure, rou
     scratch = [{} for _ in range(K)]  # the optimiser adjoint's buffers, reused by every step
     for start, stop in reversed(list(zip(replayer.marks[:-1], replayer.marks[1:]))):
         states = replayer.segment(start, stop)
+        if engine is _mlp:
+            _mlp_segment(steps, replayer, data, states, start, stop, lam, chunk_size, static, scratch, delta)
+            continue
         for t in range(stop - 1, start - 1, -1):
             params, state, fb = states[t - start]
             idx = replayer.batch(t)
             x, y, w = data.X[idx], data.y[idx], replayer.weights[idx]
-            if engine is _mlp:
-                lam, lw = _mlp(steps, params, state, x, y, w, t, lam, chunk_size, static, scratch, fb)
-            elif engine is _vmapped:
+            if engine is _vmapped:
                 lam, lw = _vmapped(steps, params, state, x, y, w, t, lam, chunk_size, static, scratch)
             else:
                 lws = []
