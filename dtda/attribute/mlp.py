@@ -109,8 +109,10 @@ def hvp_and_scores(nodes: list[Node], loss_name: str, lam: float, params: Params
                 out[node.bias].add_(rd.sum(1), alpha=scale)
                 if lam:
                     out[node.bias].add_(c[node.bias], alpha=lam * scale)
-            if i > first:  # R(δ_h) = R(δ) W + δ V
-                rd = torch.mm(rd.view(-1, rd.shape[-1]), weight).view(q, -1, weight.shape[1])
+            if i > first:  # R(δ_h) = R(δ) W + δ V, written over R(h): the same shape, not read
+                # again, and in cache from δᵀR(h) just now (a fresh block would be fetched cold)
+                rd = torch.mm(rd.view(-1, rd.shape[-1]), weight, out=r_in[i].view(-1, weight.shape[1]))
+                rd = rd.view(q, -1, weight.shape[1])
                 rd.baddbmm_(delta.expand(q, *delta.shape), v)
         else:
             if fb.curvatures[i] is not None:
