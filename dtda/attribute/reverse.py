@@ -94,10 +94,10 @@ def _mlp(step: Step, params: Params, state: State, fb: chain.Pass, t: int, lam, 
     # the gradient cotangent is scale·u (one pass over the adjoints instead of two for heavy ball)
     lp, ls, u, scale = recipe.optimizer.sweep_adjoint(params, state, fb.grads, step.lr(t), lr_next, t, *lam, scratch)
     q = next(iter(u.values())).shape[0]
-    chunk = chunk_size or q
+    chunk = min(chunk_size or q, q)
     scores = torch.cat([mlp.hvp_and_scores(nodes, recipe.loss_name, chain.decay(recipe.optimizer), params, fb,
-                                           {n: v[lo:lo + chunk] for n, v in u.items()},
-                                           {n: v[lo:lo + chunk] for n, v in lp.items()}, scale)
+                                           *({n: v[lo:lo + chunk] for n, v in d.items()} if chunk < q else d
+                                             for d in (u, lp)), scale)
                         for lo in range(0, q, chunk)])
     return (lp, ls), scores.mul_(scale)
 
