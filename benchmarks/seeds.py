@@ -17,8 +17,9 @@ reaches in this process on the dominant HVP shape [Q·B, width] @ [width, width]
 is bounded by 6·B·W.
 
 The machine's speed drifts by tens of percent within minutes (a shared host), so the paths are
-timed in ``--repeat`` interleaved rounds, and before each path's timing in a round the mm rate is
-sampled again: a path's fraction of the bound uses the rate of its own moment, and its speed-up
+timed in ``--repeat`` interleaved rounds, and around each path's timing in a round the mm rate is
+sampled again (the mean of a sample just before and one just after, since the eighth session):
+a path's fraction of the bound uses the rate of its own moment, and its speed-up
 over one seed at a time is the ratio within a round. The table prints medians over rounds, with
 the range over rounds for seeds per minute and the fraction of the bound.
 
@@ -26,7 +27,7 @@ the range over rounds for seeds per minute and the fraction of the bound.
 ``threads / P`` torch threads each, every worker training and reverse-unrolling its share of the
 ``--seeds`` in groups of ``seeds / P`` (or of each size in ``--process-groups``, interleaved),
 started together after a warm-up, ``--repeat`` rounds with the one-thread mm rate sampled before
-each; seeds per minute from the wall time until the last worker is done (bound: P times the
+and after each (while the workers wait); seeds per minute from the wall time until the last worker is done (bound: P times the
 one-thread mm rate).
 
     python -m benchmarks.seeds [--threads 2] [--seeds 16] [--group 8 16] [--one 2] [--repeat 3]
@@ -129,13 +130,15 @@ class Path:
 
     def sample(self) -> dict:
         """Per-seed (wall, CPU) seconds of training, reverse unrolling and forward unrolling (None
-        when skipped), and the mm rate (wall, CPU) sampled just before."""
+        when skipped), and the mm rate (wall, CPU): the mean of samples just before and just after."""
         work = self.work
-        rate = mm_rate(work.Q * work.B, work.width, work.width, work.recipe.dtype)
+        before = mm_rate(work.Q * work.B, work.width, work.width, work.recipe.dtype)
         per_seed = lambda pair: (pair[0] / self.n, pair[1] / self.n)  # noqa: E731
-        out = {"rate": rate, "train": per_seed(clocked(lambda: [self.train(u) for u in self.units])),
+        out = {"train": per_seed(clocked(lambda: [self.train(u) for u in self.units])),
                "reverse": per_seed(clocked(self._reverse))}
         out["forward"] = per_seed(clocked(self._forward)) if work.groups else None
+        after = mm_rate(work.Q * work.B, work.width, work.width, work.recipe.dtype)
+        out["rate"] = tuple((b + a) / 2 for b, a in zip(before, after))
         return out
 
 
@@ -158,8 +161,8 @@ def processes(work: Demo, n_seeds: int, P: int, threads: int, rounds: int,
               sizes: list[int]) -> dict[int, list[tuple[float, float]]]:
     """For each group size in ``sizes`` (interleaved within each round), per round: (wall seconds
     for P worker processes of ``threads`` threads to train + unroll ``n_seeds`` seeds, n_seeds / P
-    each in groups of that size, started together; the one-thread mm rate sampled in this process
-    just before, while the workers wait)."""
+    each in groups of that size, started together; the one-thread mm rate in this process, the
+    mean of samples just before and just after, while the workers wait)."""
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(P + 1), ctx.Queue()
     share = n_seeds // P
@@ -172,10 +175,12 @@ def processes(work: Demo, n_seeds: int, P: int, threads: int, rounds: int,
     for _ in range(rounds):
         for size in sizes:
             barrier.wait()
-            rate, _ = mm_rate(work.Q * work.B, work.width, work.width, work.recipe.dtype)
+            before, _ = mm_rate(work.Q * work.B, work.width, work.width, work.recipe.dtype)
             barrier.wait()
             t0 = time.perf_counter()
-            out[size].append((max(results.get() for _ in workers) - t0, rate))
+            wall = max(results.get() for _ in workers) - t0
+            after, _ = mm_rate(work.Q * work.B, work.width, work.width, work.recipe.dtype)
+            out[size].append((wall, (before + after) / 2))
     for w in workers:
         w.join()
     return out
@@ -217,7 +222,7 @@ def main() -> None:
           f"GFLOP/s wall over the samples -> bound {60 * statistics.median(rates) / per_seed_unroll:.0f} seeds/min "
           "(train + unroll) at the median rate")
     for clock, i in (("wall", 0), ("CPU", 1)):
-        print(f"{clock} time (medians over rounds [range]; of bound: at the mm rate sampled before each timing"
+        print(f"{clock} time (medians over rounds [range]; of bound: at the mean mm rate sampled before and after each timing"
               f"{', per CPU second' if i else ''}):")
         print(f"  {'path':<16} {'train s/seed':>12} {'x one':>6} {'of bound':>9}   {'train+unroll s/seed':>19} "
               f"{'seeds/min':>18} {'x one':>6} {'of bound':>15}   {'forward s/seed':>14} {'x one':>6}")
