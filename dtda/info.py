@@ -23,15 +23,17 @@ def _triton_status() -> str:
 
 
 def _group_rule() -> list[str]:
+    from dtda import demo
     from dtda.train import lockstep
 
+    seeds = demo.config()["train"]["seeds"]
     demo_params = 64 * 128 + 128 + 128 * 128 + 128 + 128 * 10 + 10  # the demo's MLP 64-128-128-10
     memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     rule = (f"seeds/group execution.seeds_per_group = 0 picks min({lockstep.MAX_GROUP}, ceil(seeds / workers), "
             f"{lockstep.GROUP_PARAMS} / parameters, memory / 4 / (512 B x parameters))")
-    here = (f"            here ({memory / 2**30:.0f} GiB): demo MLP ({demo_params} parameters), 16 seeds: "
-            f"{lockstep.default_group_size(demo_params, 16, 1)} (local), "
-            f"{lockstep.default_group_size(demo_params, 16, 2)} (2 workers)")
+    here = (f"            here ({memory / 2**30:.0f} GiB): demo MLP ({demo_params} parameters), {seeds} seeds: "
+            f"{lockstep.default_group_size(demo_params, seeds, 1)} (local), "
+            f"{lockstep.default_group_size(demo_params, seeds, 2)} (2 workers)")
     return [rule, here]
 
 

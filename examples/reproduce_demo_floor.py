@@ -1,6 +1,6 @@
 """The demo's chaotic floor at its full size (issue 10): which highlighted effects stand above it.
 
-Runs ``dtda demo`` (16 seeds, 10 epochs; ``--quick``: the quick demo), then ``dtda confirm RUN
+Runs ``dtda demo`` (64 seeds, 10 epochs; ``--quick``: the quick demo), then ``dtda confirm RUN
 --examples ... --each`` in masked and in subset mode with the null controls ``tiny`` (weights of
 the example at 1 − ε, masked) and ``random`` (random low-effect examples removed, same mode).
 The examples are those the report highlights for its first ``report.measurements`` measurements:

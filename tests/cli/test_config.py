@@ -134,3 +134,14 @@ def test_unwritable_run_directory_for_report_is_one_line(tiny, tmp_path, monkeyp
     assert cli.main(["report", str(out)]) == 1
     line = _one_line(capsys.readouterr().err)
     assert f"cannot write {target}: Permission denied. Every file written before is intact" in line
+
+
+def test_the_digits_example_is_the_demo():
+    """examples/digits.toml says it is the demo as a config file: it must stay so."""
+    import tomllib
+    from pathlib import Path
+
+    from dtda import demo
+
+    path = Path(__file__).parents[2] / "examples" / "digits.toml"
+    assert config.validate(tomllib.loads(path.read_text())) == config.validate(demo.config())
