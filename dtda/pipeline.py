@@ -377,6 +377,7 @@ class Run:
         """Stage 3: distributional statistics per measurement (bar over measurements) and summary.json."""
         from tqdm import tqdm
 
+        from dtda.ops import registry, use_backend
         from dtda.stats import distributional
         from dtda.train.workers import torch_threads
 
@@ -389,11 +390,13 @@ class Run:
         if compare:
             self._agreement(samples, compare)
         s, threads = self.config["statistics"], self.config["train"]["threads"]
+        backend = registry.forced()  # a caller's use_backend(...) is thread-local: pass it on
 
         def measurement(q: int):
             one = SeedSamples(samples.m[:, q:q + 1], samples.delta[:, :, q:q + 1], samples.seeds,
                               samples.names[q:q + 1], samples.method)
-            return distributional(one, bootstrap=s["bootstrap"], seed=s["seed"], ci=s["ci"])
+            with use_backend(backend):
+                return distributional(one, bootstrap=s["bootstrap"], seed=s["seed"], ci=s["ci"])
 
         # Each measurement runs at ``threads`` torch threads, so its bits are the same on every
         # machine; the measurements run side by side, one per free core this process may use (the

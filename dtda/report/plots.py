@@ -85,8 +85,9 @@ def images(path: Path, pictures: Tensor, labels: list, rows: dict[str, list[int]
         top = r * cell_h + 3 * pad
         for c, i in enumerate(idx):
             picture = pictures[i].double()
-            span = (picture.max() - picture.min()).clamp_min(torch.finfo(torch.float64).tiny)
-            mosaic[top:top + h, c * cell_w:c * cell_w + w] = (picture - picture.min()) / span
+            low = picture.min()
+            span = (picture.max() - low).clamp_min(torch.finfo(torch.float64).tiny)
+            mosaic[top:top + h, c * cell_w:c * cell_w + w] = (picture - low) / span
             ax.text(c * cell_w + (w - 1) / 2, top - pad, f"#{i} ({labels[i]})", ha="center", va="bottom",
                     fontsize=7)
         ax.text(-pad, top + (h - 1) / 2, title, ha="right", va="center", fontsize=8)

@@ -54,6 +54,16 @@ def test_statistics_are_the_same_bits_with_measurements_side_by_side(tiny, tmp_p
         assert (runs[1] / name).read_bytes() == (runs[8] / name).read_bytes(), name
 
 
+def test_statistics_threads_run_the_callers_forced_backend(tiny, tmp_path, monkeypatch):
+    """``use_backend`` is thread-local; the statistics stage's pool threads take the caller's."""
+    from dtda import ops
+
+    monkeypatch.setattr("dtda.pipeline.os.sched_getaffinity", lambda pid: set(range(8)))
+    with ops.use_backend("reference"):
+        assert cli.main(["run", str(tiny), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert ops.last_backend("seed_moments") == "reference"
+
+
 def test_resume_after_kill_9_is_bit_identical(tmp_path):
     """Killed while a group of seeds is in flight, the rerun recomputes only unfinished groups."""
     config = write_tiny(tmp_path / "c.toml", seeds=4, extra="[execution]\nseeds_per_group = 2\n")
