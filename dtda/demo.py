@@ -1,8 +1,8 @@
 """The built-in demo: an MLP on scikit-learn's digits, its seed ensemble, reverse-mode unrolled
 differentiation for the margins of test digits, and the distributional report (PAPER §9
 ``digits-mlp``: 64-128-128-10, SGD with momentum; 10 epochs instead of 20) from 64 seeds, which run in
-about a minute on 2 cores (62–66 s measured by `dtda demo`, docs/unrolling.md); ``quick`` in a few
-seconds.
+about a minute on 2 cores (`dtda demo`: 62–66 s, up to 109 s while the shared host was slow;
+docs/unrolling.md); ``quick`` in a few seconds.
 """
 
 from __future__ import annotations
