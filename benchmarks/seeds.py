@@ -27,8 +27,8 @@ the range over rounds for seeds per minute and the fraction of the bound.
 ``threads / P`` torch threads each, every worker training and reverse-unrolling its share of the
 ``--seeds`` in groups of ``seeds / P`` (or of each size in ``--process-groups``, interleaved),
 started together after a warm-up, ``--repeat`` rounds with the one-thread mm rate sampled before
-and after each (while the workers wait); seeds per minute from the wall time until the last worker is done (bound: P times the
-one-thread mm rate).
+and after each (while the workers wait); seeds per minute from the wall time until the last
+worker is done (bound: P times the one-thread mm rate).
 
     python -m benchmarks.seeds [--threads 2] [--seeds 16] [--group 8 16] [--one 2] [--repeat 3]
                                [--forward-groups 10] [--processes 2] [--process-groups 2 4 8]
@@ -222,8 +222,8 @@ def main() -> None:
           f"GFLOP/s wall over the samples -> bound {60 * statistics.median(rates) / per_seed_unroll:.0f} seeds/min "
           "(train + unroll) at the median rate")
     for clock, i in (("wall", 0), ("CPU", 1)):
-        print(f"{clock} time (medians over rounds [range]; of bound: at the mean mm rate sampled before and after each timing"
-              f"{', per CPU second' if i else ''}):")
+        print(f"{clock} time (medians over rounds [range]; of bound: at the mean mm rate sampled before and after"
+              f" each timing{', per CPU second' if i else ''}):")
         print(f"  {'path':<16} {'train s/seed':>12} {'x one':>6} {'of bound':>9}   {'train+unroll s/seed':>19} "
               f"{'seeds/min':>18} {'x one':>6} {'of bound':>15}   {'forward s/seed':>14} {'x one':>6}")
         for name in paths:

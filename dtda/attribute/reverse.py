@@ -138,19 +138,20 @@ def _mlp_segment(steps: list[Step], replayer: Replayer, data: Data, states, star
     as fast as step by step, docs/unrolling.md). Updates ``lam`` and ``delta`` [K, N, Q] in place;
     each member's numbers are bit for bit those of a step-by-step sweep (the members do not
     interact, and δ of a member sums its steps in the same order)."""
-    passes = []
+    passes, batches = [], []
     for t in range(start, stop):
         params, state, fb = states[t - start]
+        idx = replayer.batch(t)
         if fb is None:
-            idx = replayer.batch(t)
             fb = _mlp_pass(steps, params, data.X[idx], data.y[idx], replayer.weights[idx], t, nodes)
         passes.append(fb)
+        batches.append(idx)
     for k in range(len(steps)):
         for t in range(stop - 1, start - 1, -1):
             params, state, _ = states[t - start]
             lam[k], scores = _mlp(steps[k], unstack(params, k), unstack(state, k),
                                   mlp.member_pass(passes[t - start], k), t, lam[k], chunk_size, nodes, scratch[k])
-            idx = replayer.batch(t)[k]
+            idx = batches[t - start][k]
             delta[k].index_add_(0, idx, scores.T / idx.shape[0], alpha=-1.0)
 
 

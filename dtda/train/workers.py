@@ -53,8 +53,8 @@ def keep_freed_memory() -> bool:
     A reverse sweep frees and allocates the same tensors again every segment and every step
     (replayed states, R-tensors of a few hundred KB). By default glibc serves blocks above a
     moving threshold with fresh mappings and trims the heap's free top, so the next allocation
-    page-faults every 4 KB page again: on the demo about 80 faults per member and step, at
-    3.6 µs a fault in the CI-like VM, 5 % of the sweep (docs/unrolling.md). With both thresholds
+    page-faults every 4 KB page again: on the demo 64–127 faults per member and step, at
+    3.6 µs a fault in the CI-like VM, ≈ 5 % of the sweep (docs/unrolling.md). With both thresholds
     raised, freed blocks up to 32 MB stay in the heap: the process's resident memory stays at
     its peak, which suits a worker that runs seed after seed of the same shapes.
     """
@@ -65,7 +65,8 @@ def keep_freed_memory() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
         return False
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+    return (bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+            and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)))
 
 
 def exit_with_parent(parent_pid: int) -> None:
