@@ -30,10 +30,13 @@ members of a group at once; the R-passes run per member on its slice.
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import torch
 from torch import Tensor
 
 from dtda.train.chain import Dense, Node, Pass, plan  # noqa: F401 (plan: this route's eligibility)
+from dtda.train.lockstep import slots
 from dtda.train.optim import Params
 
 
@@ -51,18 +54,25 @@ def _loss_hvp(loss_name: str, f: Tensor, r: Tensor) -> Tensor:
     return (2.0 / f.shape[-1]) * r
 
 
-def member_pass(fb: Pass, k: int) -> Pass:
-    """Member k's slice of a K-member :class:`Pass` (views)."""
-    def pick(t):
-        return None if t is None else t[k]
-    return Pass([t[k] for t in fb.inputs], [pick(t) for t in fb.slopes], [pick(t) for t in fb.curvatures],
-                [t[k] for t in fb.deltas], fb.out[k], fb.dloss[k], fb.scale[k], fb.losses[k],
-                {name: g[k] for name, g in fb.grads.items()})
+def member_passes(fb: Pass) -> list[Pass]:
+    """Each member's slice of a K-member :class:`Pass` (views; one ``unbind`` per tensor)."""
+    K = fb.out.shape[0]
+
+    def split(value):
+        if value is None:
+            return [None] * K
+        if isinstance(value, list):
+            return [list(member) for member in zip(*map(split, value))]
+        if isinstance(value, dict):
+            return slots(value, K)
+        return value.unbind(0)
+
+    return [Pass(*member) for member in zip(*(split(getattr(fb, f.name)) for f in fields(Pass)))]
 
 
 def hvp_and_scores(nodes: list[Node], loss_name: str, lam: float, params: Params, fb: Pass, c: Params,
                    out: Params, scale: float = 1.0) -> Tensor:
-    """For one member (params name -> [*shape], ``fb`` its :func:`member_pass`) and Q directions c
+    """For one member (params name -> [*shape], ``fb`` its slice of :func:`member_passes`) and Q directions c
     (name -> [Q, *shape]) adds ``scale``·H_t c_q to ``out`` (name -> [Q, *shape], updated in place)
     and returns the scores S [Q, B], S[q, n] = c_qᵀ∇ℓ_n; λ = ``lam`` is SGD's weight decay.
 

@@ -43,7 +43,7 @@ from torch.func import vjp, vmap
 from dtda.attribute import ghost, mlp
 from dtda.train import chain
 from dtda.train.data import Data
-from dtda.train.lockstep import Replayer, VmapGroupStep, stack, unstack
+from dtda.train.lockstep import Replayer, VmapGroupStep, slots, stack, unstack
 from dtda.train.optim import Params, State
 from dtda.train.recipe import Recipe
 from dtda.train.record import Member
@@ -84,7 +84,7 @@ def _mlp_pass(steps: list[Step], params: Params, x, y, w, t, nodes) -> chain.Pas
 
 def _mlp(step: Step, params: Params, state: State, fb: chain.Pass, t: int, lam, chunk_size, nodes, scratch):
     """The ``mlp`` route for one member (its states name -> [*shape], ``fb`` its
-    :func:`dtda.attribute.mlp.member_pass`; ``lam``: its adjoints [Q, ...]): the optimiser's
+    :func:`dtda.attribute.mlp.member_passes`; ``lam``: its adjoints [Q, ...]): the optimiser's
     adjoint, then the hand-derived R-operator passes (:mod:`dtda.attribute.mlp`) on the gradient
     cotangent, back to back so that the Q·|θ| adjoints are still in cache. Consumes ``lam``: the
     optimiser's adjoint runs in place (in ``scratch``) and H_t λ_d is accumulated in place into
@@ -137,22 +137,27 @@ def _mlp_segment(steps: list[Step], replayer: Replayer, data: Data, states, star
     through memory every step (two concurrent one-thread workers, groups of 8: 1.02 and 1.04 times
     as fast as step by step, docs/unrolling.md). Updates ``lam`` and ``delta`` [K, N, Q] in place;
     each member's numbers are bit for bit those of a step-by-step sweep (the members do not
-    interact, and δ of a member sums its steps in the same order)."""
-    passes, batches = [], []
-    for t in range(start, stop):
+    interact, and δ of a member adds its steps' scores in the same order: one ``index_add_`` per
+    member and segment, which adds its rows in order)."""
+    K, order = len(steps), range(stop - 1, start - 1, -1)
+    views, batches = {}, {}
+    for t in order:  # every member's views of step t, taken together (in cache, one unbind each)
         params, state, fb = states[t - start]
-        idx = replayer.batch(t)
+        batches[t] = replayer.batch(t)
         if fb is None:
+            idx = batches[t]
             fb = _mlp_pass(steps, params, data.X[idx], data.y[idx], replayer.weights[idx], t, nodes)
-        passes.append(fb)
-        batches.append(idx)
-    for k in range(len(steps)):
-        for t in range(stop - 1, start - 1, -1):
-            params, state, _ = states[t - start]
-            lam[k], scores = _mlp(steps[k], unstack(params, k), unstack(state, k),
-                                  mlp.member_pass(passes[t - start], k), t, lam[k], chunk_size, nodes, scratch[k])
-            idx = batches[t - start][k]
-            delta[k].index_add_(0, idx, scores.T / idx.shape[0], alpha=-1.0)
+        views[t] = list(zip(slots(params, K), slots(state, K), mlp.member_passes(fb)))
+    sizes = torch.cat([torch.full((batches[t].shape[1],), float(batches[t].shape[1]), dtype=delta.dtype)
+                       for t in order]).unsqueeze(1)
+    for k in range(K):
+        scores = []
+        for t in order:
+            params, state, fb = views[t][k]
+            lam[k], s = _mlp(steps[k], params, state, fb, t, lam[k], chunk_size, nodes, scratch[k])
+            scores.append(s)
+        rows = torch.cat(scores, 1).T / sizes  # [Σ_t B_t, Q]: step t's scores over its batch size
+        delta[k].index_add_(0, torch.cat([batches[t][k] for t in order]), rows, alpha=-1.0)
 
 
 def choose_route(route: str, step: Step, params: Params, input_dim: int = 2):
