@@ -35,7 +35,7 @@ from dataclasses import fields
 import torch
 from torch import Tensor
 
-from dtda.train.chain import Dense, Node, Pass, plan  # noqa: F401 (plan: this route's eligibility)
+from dtda.train.chain import Dense, Node, Pass, over_classes, plan  # noqa: F401 (plan: this route's eligibility)
 from dtda.train.lockstep import slots
 from dtda.train.optim import Params
 
@@ -49,7 +49,7 @@ NARROW = 32
 def _loss_hvp(loss_name: str, f: Tensor, r: Tensor) -> Tensor:
     """∇²ℓ(f_n) r_qn for f [B, C] and r [Q, B, C]."""
     if loss_name == "cross_entropy":
-        p = torch.softmax(f, -1)
+        p = over_classes(torch.softmax, f)
         return p * (r - (r * p).sum(-1, keepdim=True))
     return (2.0 / f.shape[-1]) * r
 
