@@ -28,7 +28,9 @@ the range over rounds for seeds per minute and the fraction of the bound.
 ``--seeds`` in groups of ``seeds / P`` (or of each size in ``--process-groups``, interleaved),
 started together after a warm-up, ``--repeat`` rounds with the one-thread mm rate sampled before
 and after each (while the workers wait); seeds per minute from the wall time until the last
-worker is done (bound: P times the one-thread mm rate).
+worker is done (bound: P times the one-thread mm rate). Cores share caches, memory bandwidth and
+(on a cloud host) the machine's other tenants, so just before each round the P workers also
+sample the mm rate all at once: the bound at that all-busy rate is printed beside it.
 
     python -m benchmarks.seeds [--threads 2] [--seeds 16] [--group 8 16] [--one 2] [--repeat 3]
                                [--forward-groups 10] [--processes 2] [--process-groups 2 4 8]
@@ -142,7 +144,7 @@ class Path:
         return out
 
 
-def _worker(seeds, threads, rounds, sizes, barrier, results):
+def _worker(seeds, threads, rounds, sizes, barrier, results, busy_rates):
     keep_freed_memory()  # as the executors' worker processes
     torch.set_num_threads(threads)
     work = Demo(0)
@@ -150,7 +152,9 @@ def _worker(seeds, threads, rounds, sizes, barrier, results):
         work.train_and_unroll(seeds[:size])
     for _ in range(rounds):
         for size in sizes:
-            barrier.wait()  # ready: the driver samples the mm rate while every worker waits
+            barrier.wait()  # ready: the driver samples the one-thread mm rate while every worker waits
+            barrier.wait()  # every worker samples it at once: the rate with all P cores busy
+            busy_rates.put(mm_rate(work.Q * work.B, work.width, work.width, work.recipe.dtype)[0])
             barrier.wait()  # go
             for i in range(0, len(seeds), size):
                 work.train_and_unroll(seeds[i:i + size])
@@ -158,29 +162,32 @@ def _worker(seeds, threads, rounds, sizes, barrier, results):
 
 
 def processes(work: Demo, n_seeds: int, P: int, threads: int, rounds: int,
-              sizes: list[int]) -> dict[int, list[tuple[float, float]]]:
+              sizes: list[int]) -> dict[int, list[tuple[float, float, float]]]:
     """For each group size in ``sizes`` (interleaved within each round), per round: (wall seconds
     for P worker processes of ``threads`` threads to train + unroll ``n_seeds`` seeds, n_seeds / P
     each in groups of that size, started together; the one-thread mm rate in this process, the
-    mean of samples just before and just after, while the workers wait)."""
+    mean of samples just before and just after, while the workers wait; the sum of the P workers'
+    mm rates sampled at once just before, all P cores busy)."""
     ctx = mp.get_context("spawn")
-    barrier, results = ctx.Barrier(P + 1), ctx.Queue()
+    barrier, results, busy_rates = ctx.Barrier(P + 1), ctx.Queue(), ctx.Queue()
     share = n_seeds // P
     workers = [ctx.Process(target=_worker, args=(list(range(i * share, (i + 1) * share)), threads, rounds, sizes,
-                                                 barrier, results)) for i in range(P)]
+                                                 barrier, results, busy_rates)) for i in range(P)]
     for w in workers:
         w.start()
     torch.set_num_threads(1)
-    out: dict[int, list[tuple[float, float]]] = {size: [] for size in sizes}
+    out: dict[int, list[tuple[float, float, float]]] = {size: [] for size in sizes}
     for _ in range(rounds):
         for size in sizes:
             barrier.wait()
             before, _ = mm_rate(work.Q * work.B, work.width, work.width, work.recipe.dtype)
             barrier.wait()
+            busy = sum(busy_rates.get() for _ in workers)
+            barrier.wait()
             t0 = time.perf_counter()
             wall = max(results.get() for _ in workers) - t0
             after, _ = mm_rate(work.Q * work.B, work.width, work.width, work.recipe.dtype)
-            out[size].append((wall, (before + after) / 2))
+            out[size].append((wall, (before + after) / 2, busy))
     for w in workers:
         w.join()
     return out
@@ -248,12 +255,15 @@ def main() -> None:
         P, threads = args.processes, max(1, args.threads // args.processes)
         sizes = args.process_groups or [args.seeds // P]
         for size, runs in processes(work, args.seeds, P, threads, args.repeat, sizes).items():
-            per_min = [60 * args.seeds / wall for wall, _ in runs]
-            of_bound = [100 * per_seed_unroll * args.seeds / wall / (P * rate) for wall, rate in runs]
+            per_min = [60 * args.seeds / wall for wall, _, _ in runs]
+            of_bound = [100 * per_seed_unroll * args.seeds / wall / (P * rate) for wall, rate, _ in runs]
+            of_busy = [100 * per_seed_unroll * args.seeds / wall / busy for wall, _, busy in runs]
             print(f"{P} processes x {threads} thread(s), {args.seeds // P} seeds each in groups of {size}, "
-                  f"{args.repeat} rounds: one-thread mm {_spread([r / 1e9 for _, r in runs], '.1f')} GFLOP/s; "
-                  f"train + unroll {_spread([wall / args.seeds for wall, _ in runs], '.3f')} s/seed, "
-                  f"{_spread(per_min, '.1f')} seeds/min, {_spread(of_bound, '.0f')} % of bound")
+                  f"{args.repeat} rounds: one-thread mm {_spread([r / 1e9 for _, r, _ in runs], '.1f')} GFLOP/s "
+                  f"(all {P} at once: {_spread([b / P / 1e9 for _, _, b in runs], '.1f')} each); train + unroll "
+                  f"{_spread([wall / args.seeds for wall, _, _ in runs], '.3f')} s/seed, "
+                  f"{_spread(per_min, '.1f')} seeds/min, {_spread(of_bound, '.0f')} % of bound "
+                  f"({_spread(of_busy, '.0f')} % of it at the all-busy mm rate)")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
