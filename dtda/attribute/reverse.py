@@ -213,6 +213,9 @@ def reverse(recipe: Recipe, data: Data, slots: list[Member | None], measure, rou
     engine, static = choose_route(route, steps[0], first, data.X.dim())
     if isinstance(replayer.group_step, VmapGroupStep) and engine is not _mlp and route in ("auto", "double-backward"):
         engine, static = _vmapped, replayer.group_step
+    # the ghost route's Linear layers are modules, hooked while a member's own module runs
+    statics = ([ghost.linear_layers(s.module, list(first)) for s in steps] if engine is _eager and static is not None
+               else [static] * K)
     ms, grads = zip(*(measurement_gradient(s, measure, m.params) for s, m in zip(steps, members)))
     q = ms[0].shape[0]
     final_state = members[0].record.checkpoints[replayer.T][1]
@@ -236,7 +239,7 @@ def reverse(recipe: Recipe, data: Data, slots: list[Member | None], measure, rou
                 lws = []
                 for k in range(K):
                     lam[k], lw_k = engine(steps[k], unstack(params, k), unstack(state, k), x[k], y[k], w[k], t,
-                                          lam[k], chunk_size, static, scratch[k])
+                                          lam[k], chunk_size, statics[k], scratch[k])
                     lws.append(lw_k)
                 lw = torch.stack(lws)
             for k in range(K):

@@ -66,6 +66,21 @@ def test_group_equals_one_at_a_time_in_float64(name):
         assert d_a.abs().max() > 0
 
 
+@pytest.mark.parametrize("route", ["ghost", "double-backward", "generic"])
+def test_every_route_sweeps_each_member_with_its_own_model(route):
+    """A group's sweep on every reverse route equals the mlp route's (float64): each member's
+    step runs its own module (the ghost route hooks that member's Linear layers; hooking the
+    first member's once gave every other slot wrong δ)."""
+    X, y = _data()
+    recipe = _recipe(OPTIMIZERS["momentum-decay"])
+    grouped = T.train_group(recipe, (X, y), SEEDS)
+    measure = M.margin(X[:2], y[:2])
+    for (m_r, d_r), (m_f, d_f) in zip(unroll_group(recipe, (X, y), grouped, measure, route=route),
+                                      unroll_group(recipe, (X, y), grouped, measure, route="mlp")):
+        torch.testing.assert_close(m_r, m_f, rtol=1e-10, atol=0)
+        torch.testing.assert_close(d_r, d_f, rtol=1e-10, atol=1e-10 * d_f.abs().max().item())
+
+
 def test_group_reruns_and_replays_are_bit_identical():
     X, y = _data()
     recipe = _recipe(OPTIMIZERS["adamw"])
