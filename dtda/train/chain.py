@@ -195,7 +195,9 @@ def _loss_and_gradient(loss_name: str, f: Tensor, y: Tensor) -> tuple[Tensor, Te
     if loss_name == "cross_entropy":
         logp = over_classes(torch.log_softmax, f)
         losses = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
-        return losses, logp.exp_() - F.one_hot(y, f.shape[-1]).to(f.dtype)
+        # p − onehot(y): −1 scattered onto p (F.one_hot validates y with three reductions first)
+        target = y.unsqueeze(-1)
+        return losses, logp.exp_().scatter_add_(-1, target, torch.full(target.shape, -1.0, dtype=f.dtype))
     diff = f - y.reshape(f.shape).to(f.dtype)
     return diff.square().mean(-1), (2.0 / f.shape[-1]) * diff
 
