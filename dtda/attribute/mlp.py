@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from dtda.train.chain import Dense, Node, Pass, over_classes, plan  # noqa: F401 (plan: this route's eligibility)
-from dtda.train.lockstep import slots
+from dtda.train.lockstep import unstack_all
 from dtda.train.optim import Params
 
 
@@ -64,7 +64,7 @@ def member_passes(fb: Pass) -> list[Pass]:
         if isinstance(value, list):
             return [list(member) for member in zip(*map(split, value))]
         if isinstance(value, dict):
-            return slots(value, K)
+            return unstack_all(value, K)
         return value.unbind(0)
 
     return [Pass(*member) for member in zip(*(split(getattr(fb, f.name)) for f in fields(Pass)))]

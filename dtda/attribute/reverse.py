@@ -43,7 +43,7 @@ from torch.func import vjp, vmap
 from dtda.attribute import ghost, mlp
 from dtda.train import chain
 from dtda.train.data import Data
-from dtda.train.lockstep import Replayer, VmapGroupStep, slots, stack, unstack
+from dtda.train.lockstep import Replayer, VmapGroupStep, stack, unstack, unstack_all
 from dtda.train.optim import Params, State
 from dtda.train.recipe import Recipe
 from dtda.train.record import Member
@@ -147,7 +147,7 @@ def _mlp_segment(steps: list[Step], replayer: Replayer, data: Data, states, star
         if fb is None:
             idx = batches[t]
             fb = _mlp_pass(steps, params, data.X[idx], data.y[idx], replayer.weights[idx], t, nodes)
-        views[t] = list(zip(slots(params, K), slots(state, K), mlp.member_passes(fb)))
+        views[t] = list(zip(unstack_all(params, K), unstack_all(state, K), mlp.member_passes(fb)))
     sizes = torch.cat([torch.full((batches[t].shape[1],), float(batches[t].shape[1]), dtype=delta.dtype)
                        for t in order]).unsqueeze(1)
     for k in range(K):

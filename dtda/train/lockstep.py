@@ -62,12 +62,12 @@ def unstack(stacked: dict, k: int) -> dict:
     return {name: unstack(v, k) if isinstance(v, dict) else v[k] for name, v in stacked.items()}
 
 
-def slots(stacked: dict, K: int) -> list[dict]:
+def unstack_all(stacked: dict, K: int) -> list[dict]:
     """Every slot of :func:`stack`'s result with K slots, ``[unstack(stacked, k) for k in range(K)]``
     in one ``unbind`` per tensor (views)."""
     out: list[dict] = [{} for _ in range(K)]
     for name, v in stacked.items():
-        for slot, part in zip(out, slots(v, K) if isinstance(v, dict) else v.unbind(0)):
+        for slot, part in zip(out, unstack_all(v, K) if isinstance(v, dict) else v.unbind(0)):
             slot[name] = part
     return out
 
